@@ -1,0 +1,1 @@
+"""Data: sources, corruption transforms and the LightningDataModule."""

@@ -1,0 +1,160 @@
+"""The LightningDataModule: in-memory tensors, batches drawn by index, corruption applied on the device.
+
+Batches are whole index slices of resident tensors (no per-sample Python, no collate). The corruption runs in
+`on_after_batch_transfer`, on the training device, with a generator seeded per (split, epoch, batch): the
+validation and test corruption are the same every epoch, and a resumed training sees the same noise.
+Under DDP each rank draws its own disjoint shard of a shared, epoch-seeded permutation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from aelab.data.corruptions import Corruption
+from aelab.data.prepared import PreparedData, load_prepared
+
+_STAGE_SALT = {"train": 0, "val": 1, "test": 2, "predict": 3}
+
+
+class IndexBatches(Sampler[tuple[int, Tensor]]):
+    """Yields (batch number, index tensor) per batch: shuffled per epoch and sharded across ranks."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at each epoch start, so every epoch has its own permutation."""
+        self.epoch = epoch
+
+    def _shard(self) -> Tensor:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=generator)
+        else:
+            order = torch.arange(self.n)
+        if self.world_size == 1:
+            return order
+        # Every rank gets the same number of samples (padding by wrap-around), disjoint where n allows.
+        per_rank = math.ceil(self.n / self.world_size)
+        order = torch.cat([order, order[: per_rank * self.world_size - self.n]])
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[int, Tensor]]:
+        shard = self._shard()
+        for number, start in enumerate(range(0, len(shard), self.batch_size)):
+            yield number, shard[start : start + self.batch_size]
+
+    def __len__(self) -> int:
+        per_rank = math.ceil(self.n / self.world_size) if self.world_size > 1 else self.n
+        return math.ceil(per_rank / self.batch_size)
+
+
+class TensorRows(Dataset):
+    """Index a resident tensor by a whole batch of indices at once."""
+
+    def __init__(self, x: Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, item: tuple[int, Tensor]) -> tuple[Tensor, int]:
+        number, indices = item
+        return self.x[indices.to(self.x.device)], number
+
+
+class AutoencoderDataModule(L.LightningDataModule):
+    """Holds the prepared splits as tensors and yields (corrupted, clean) pairs."""
+
+    def __init__(
+        self,
+        data: PreparedData,
+        batch_size: int,
+        corruption: Corruption | None = None,
+        seed: int = 0,
+        eval_batch_size: int | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        super().__init__()
+        self.data = data
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or max(batch_size, 1024)
+        self.corruption = corruption
+        self.seed = seed
+        self.resident_device = torch.device(device) if device else None
+        self.tensors: dict[str, Tensor] = {}
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, **kwargs) -> AutoencoderDataModule:
+        return cls(load_prepared(Path(folder)), **kwargs)
+
+    @property
+    def n_features(self) -> int:
+        return self.data.n_features
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        device = self.resident_device or torch.device("cpu")
+        for name in ("train", "val", "test"):
+            self.tensors[name] = torch.from_numpy(np.ascontiguousarray(self.data.split(name).x)).to(device)
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        rank, world = self._rank_world()
+        sampler = IndexBatches(len(self.tensors[split]), batch_size, shuffle, self.seed, rank, world)
+        return DataLoader(TensorRows(self.tensors[split]), sampler=sampler, batch_size=None, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
+
+    def _current_split(self) -> tuple[str, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return "predict", 0
+        if trainer.training:
+            return "train", trainer.current_epoch
+        if trainer.testing:
+            return "test", 0
+        return "val", 0
+
+    def corruption_generator(self, device: torch.device, split: str, epoch: int, batch: int) -> torch.Generator:
+        """A generator on `device` seeded from (seed, split, epoch, batch, rank): reproducible, resumable."""
+        generator = self._generators.get(device)
+        if generator is None:
+            generator = self._generators[device] = torch.Generator(device=device)
+        rank, _ = self._rank_world()
+        generator.manual_seed(hash((self.seed, _STAGE_SALT[split], epoch, batch, rank)) & 0x7FFF_FFFF_FFFF)
+        return generator
+
+    def corrupt(self, x: Tensor, split: str, epoch: int, batch: int) -> Tensor:
+        if self.corruption is None:
+            return x
+        return self.corruption(x, self.corruption_generator(x.device, split, epoch, batch))
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, int], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        x, number = batch
+        split, epoch = self._current_split()
+        return self.corrupt(x, split, epoch, number), x

@@ -1,0 +1,238 @@
+"""Dataset sources: scikit-learn's digits, MNIST and Fashion-MNIST (original IDX files), and the user's arrays.
+
+Each loader returns raw arrays; splitting and scaling are the `prepare` stage's job.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import struct
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aelab.config import DataConfig
+from aelab.errors import DataError
+
+RAW_DIR = Path("data/raw")
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """Features as float arrays [n, features]; `x_test` is set only where the source has an official split."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray | None
+    image_shape: tuple[int, int, int] | None
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class IdxDataset:
+    """An IDX dataset as published: file names, their MD5s and the mirrors to fetch them from."""
+
+    files: dict[str, str]
+    mirrors: tuple[str, ...]
+
+
+IDX_DATASETS: dict[str, IdxDataset] = {
+    "mnist": IdxDataset(
+        files={
+            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
+    ),
+    "fashion-mnist": IdxDataset(
+        files={
+            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    ),
+}
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read a (gzip'ed) IDX file, checking that the payload matches its header."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: cannot read IDX file ({err}); delete it and fetch it again") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise DataError(
+            f"{path}: truncated or corrupt IDX file: header says {shape} ({expected} bytes), "
+            f"found {len(data) - header} bytes; delete it and fetch it again"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+def _download(url: str, target: Path, md5: str) -> None:
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+        with urllib.request.urlopen(url, timeout=60) as response:
+            shutil.copyfileobj(response, tmp)
+    if md5sum(tmp_path) != md5:
+        tmp_path.unlink()
+        raise DataError(f"{url}: MD5 mismatch, download discarded")
+    tmp_path.replace(target)
+
+
+def fetch_idx(name: str, folder: Path, download: bool) -> dict[str, Path]:
+    """The dataset's four files in `folder`, downloaded (and MD5-checked) if allowed and missing."""
+    spec = IDX_DATASETS[name]
+    missing = [f for f in spec.files if not (folder / f).exists()]
+    if missing and not download:
+        raise DataError(
+            f"{name}: missing {', '.join(missing)} in {folder}; put the original files there "
+            f"(data.path), or set data.download=true to fetch them"
+        )
+    if missing:
+        folder.mkdir(parents=True, exist_ok=True)
+    for file in missing:
+        errors = []
+        for mirror in spec.mirrors:
+            try:
+                _download(mirror + file, folder / file, spec.files[file])
+                break
+            except (OSError, DataError) as err:
+                errors.append(f"{mirror}: {err}")
+        else:
+            raise DataError(f"{name}: could not download {file}: {'; '.join(errors)}")
+    return {f: folder / f for f in spec.files}
+
+
+def load_idx_dataset(name: str, folder: Path, download: bool) -> RawDataset:
+    files = fetch_idx(name, folder, download)
+    arrays = {f: read_idx(p) for f, p in files.items()}
+    x, y = arrays["train-images-idx3-ubyte.gz"], arrays["train-labels-idx1-ubyte.gz"]
+    x_test, y_test = arrays["t10k-images-idx3-ubyte.gz"], arrays["t10k-labels-idx1-ubyte.gz"]
+    for images, labels, split in ((x, y, "train"), (x_test, y_test, "t10k")):
+        if len(images) != len(labels):
+            raise DataError(f"{folder}: {split} has {len(images)} images but {len(labels)} labels")
+    h, w = x.shape[1:]
+    return RawDataset(
+        name=name,
+        x=x.reshape(len(x), -1).astype(np.float32),
+        y=y.astype(np.int64),
+        image_shape=(1, h, w),
+        x_test=x_test.reshape(len(x_test), -1).astype(np.float32),
+        y_test=y_test.astype(np.int64),
+    )
+
+
+def load_digits_dataset() -> RawDataset:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return RawDataset(
+        name="digits",
+        x=digits.data.astype(np.float32),
+        y=digits.target.astype(np.int64),
+        image_shape=(1, 8, 8),
+    )
+
+
+def _check_labels(y: np.ndarray | None, n: int, source: Path) -> np.ndarray | None:
+    if y is None:
+        return None
+    y = np.asarray(y).reshape(-1) if np.asarray(y).ndim > 1 and min(np.asarray(y).shape) == 1 else np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{source}: labels must be a 1-D array of {n} entries, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        _, y = np.unique(y, return_inverse=True)
+    return y.astype(np.int64)
+
+
+def load_arrays(cfg: DataConfig) -> RawDataset:
+    """The user's own data: `.npz` (keys x and optional y), `.npy` (+ labels_path) or `.csv` (+ label_column)."""
+    path = Path(cfg.path or "")
+    if not path.is_file():
+        raise DataError(f"data.path: file {path} not found (expected .npy, .npz or .csv)")
+    y = None
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                if "x" not in archive:
+                    raise DataError(f"{path}: expected an array named 'x' (and optionally 'y'), found {archive.files}")
+                x = archive["x"]
+                y = archive.get("y", None)
+        elif path.suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+            if cfg.labels_path:
+                y = np.load(cfg.labels_path, allow_pickle=False)
+        elif path.suffix == ".csv":
+            import pandas as pd
+
+            frame = pd.read_csv(path)
+            if cfg.label_column:
+                if cfg.label_column not in frame:
+                    raise DataError(f"{path}: no column {cfg.label_column!r} (data.label_column)")
+                y = frame.pop(cfg.label_column).to_numpy()
+            x = frame.to_numpy()
+        else:
+            raise DataError(f"data.path: {path} has suffix {path.suffix!r}; allowed: .npy, .npz, .csv")
+    except (ValueError, OSError) as err:
+        raise DataError(f"{path}: cannot read ({err})") from None
+    x = np.asarray(x)
+    if x.ndim < 2 or len(x) < 10:
+        raise DataError(
+            f"{path}: expected an array of shape [samples, features...] with at least 10 rows, got {x.shape}"
+        )
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{path}: features must be numeric, got {x.dtype}")
+    image_shape = tuple(cfg.image_shape) if cfg.image_shape else None
+    if image_shape is None and x.ndim == 3:
+        image_shape = (1, *x.shape[1:])
+    elif image_shape is None and x.ndim == 4:
+        image_shape = tuple(x.shape[1:])
+    x = x.reshape(len(x), -1).astype(np.float32)
+    if image_shape is not None and int(np.prod(image_shape)) != x.shape[1]:
+        raise DataError(f"data.image_shape: {list(image_shape)} does not match {x.shape[1]} features in {path}")
+    if not np.isfinite(x).all():
+        raise DataError(f"{path}: features contain NaN or infinite values")
+    return RawDataset(name=path.stem, x=x, y=_check_labels(y, len(x), path), image_shape=image_shape)
+
+
+def load_source(cfg: DataConfig) -> RawDataset:
+    if cfg.source == "digits":
+        return load_digits_dataset()
+    if cfg.source in IDX_DATASETS:
+        folder = Path(cfg.path) if cfg.path else RAW_DIR / cfg.source
+        return load_idx_dataset(cfg.source, folder, cfg.download)
+    return load_arrays(cfg)

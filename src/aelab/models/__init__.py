@@ -1,0 +1,65 @@
+"""Autoencoder variants, built from validated params, and the portable model file they are saved to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aelab.config import Params, SparseConfig
+from aelab.errors import CheckpointError
+from aelab.models.base import AutoencoderModule
+from aelab.models.denoising import DenoisingAutoencoder
+from aelab.models.sparse import SparseAutoencoder
+from aelab.models.undercomplete import UndercompleteAutoencoder
+
+VARIANT_CLASSES: dict[str, type[AutoencoderModule]] = {
+    "undercomplete": UndercompleteAutoencoder,
+    "sparse": SparseAutoencoder,
+    "denoising": DenoisingAutoencoder,
+}
+
+
+def module_options(params: Params, variant: str, input_dim: int) -> dict[str, Any]:
+    """Constructor arguments for a variant: shared model and training settings plus its own."""
+    cfg = params.variant(variant)
+    options: dict[str, Any] = {
+        "input_dim": input_dim,
+        "hidden_dims": list(cfg.hidden_dims),
+        "activation": params.model.activation,
+        "dropout": params.model.dropout,
+        "loss": params.model.loss,
+        "lr": params.train.lr,
+        "weight_decay": params.train.weight_decay,
+        "optimizer": params.train.optimizer,
+        "seed": params.seed,
+    }
+    if isinstance(cfg, SparseConfig):
+        options.update(rho=cfg.rho, beta=cfg.beta)
+    return options
+
+
+def build_module(params: Params, variant: str, input_dim: int) -> AutoencoderModule:
+    return VARIANT_CLASSES[variant](**module_options(params, variant, input_dim))
+
+
+def save_model(module: AutoencoderModule, path: Path) -> None:
+    """Weights and constructor arguments only: loads with `torch.load(weights_only=True)`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(module.hparams).items()}
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    torch.save({"variant": module.variant, "hparams": hparams, "state_dict": state}, path)
+
+
+def load_model(path: Path) -> AutoencoderModule:
+    """Rebuild a saved variant; any unreadable or foreign file is a `CheckpointError` naming it."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        module = VARIANT_CLASSES[payload["variant"]](**payload["hparams"])
+        module.load_state_dict(payload["state_dict"])
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: model file not found; run `aelab train` first") from None
+    except Exception as err:  # noqa: BLE001 - anything torch or pickle raises means the same to the user
+        raise CheckpointError(f"{path}: not a readable aelab model file ({type(err).__name__}: {err})") from None
+    return module.eval()

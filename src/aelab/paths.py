@@ -1,0 +1,35 @@
+"""Where things live: the project root (also from inside `dvc exp run --temp`) and the output folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PREPARED_DIR = Path("data/prepared")
+MODELS_DIR = Path("data/models")
+CODES_DIR = Path("data/codes")
+EVALUATION_DIR = Path("data/evaluation")
+METRICS_FILE = Path("data/metrics.json")
+
+_DVC_TEMP_EXPS = Path(".dvc") / "tmp" / "exps"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The real project root: the folder holding `dvc.yaml`, outside DVC's temporary experiment copies.
+
+    `dvc exp run --temp/--queue` runs the pipeline in a copy under `<root>/.dvc/tmp/exps/...`; results that must
+    outlive the experiment (the MLflow store, Optuna journals) belong to the project that started it.
+    `AELAB_PROJECT_ROOT` overrides the search.
+    """
+    if env := os.environ.get("AELAB_PROJECT_ROOT"):
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    parts = here.parts
+    marker = _DVC_TEMP_EXPS.parts
+    for i in range(len(parts) - len(marker) + 1):
+        if parts[i : i + len(marker)] == marker:
+            return Path(*parts[:i])
+    for candidate in (here, *here.parents):
+        if (candidate / "dvc.yaml").exists() or (candidate / ".dvc").is_dir():
+            return candidate
+    return here

@@ -1,0 +1,1 @@
+"""One small entry point per DVC stage: prepare, train, reduce, evaluate."""
