@@ -16,7 +16,7 @@ from aelab.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
 
-VARIANTS = ("undercomplete", "sparse", "denoising")
+VARIANTS = ("undercomplete", "sparse", "denoising", "stacked", "conv", "stacked_conv")
 
 
 class Section(BaseModel):
@@ -107,10 +107,84 @@ class DenoisingConfig(VariantConfig):
     corruption: Annotated[list[CorruptionConfig], Field(min_length=1)]
 
 
+class SparsityConfig(Section):
+    """The sparse variant's KL penalty, as an option of the deep variants (sigmoid code units)."""
+
+    rho: Probability = 0.05
+    beta: Annotated[float, Field(ge=0.0)] = 1.0
+
+
+class DeepVariantConfig(Section):
+    """Options shared by the stacked and convolutional variants."""
+
+    max_epochs: PositiveInt | None = None
+    """Epochs of (end-to-end) training; empty means train.max_epochs."""
+    sparsity: SparsityConfig | None = None
+    """A KL sparsity penalty on the code (and, for stacked, on every layer during pre-training)."""
+    corruption: list[CorruptionConfig] = []
+    """Corrupt the input (denoising), also in every pre-training phase; empty means none."""
+
+
+class PretrainFields(Section):
+    """Greedy layer-wise pre-training settings of the stacked variants."""
+
+    pretrain: bool = True
+    """Train each layer as a shallow autoencoder on the frozen layers below before fine-tuning; false skips it."""
+    pretrain_epochs: PositiveInt = 5
+    """Epochs per layer."""
+    compare_scratch: bool = False
+    """Also train the same network from scratch for the same total epochs and record both in metrics.json."""
+
+
+class StackedConfig(PretrainFields, DeepVariantConfig):
+    hidden_dims: Annotated[list[PositiveInt], Field(min_length=1)]
+    """One layer per width; the last one is the code size."""
+
+    @property
+    def code_dim(self) -> int:
+        return self.hidden_dims[-1]
+
+
+class ConvBlockConfig(Section):
+    """One encoder block: conv (padding kernel // 2) -> norm -> activation -> max-pool; the decoder mirrors it."""
+
+    channels: PositiveInt
+    kernel: PositiveInt = 3
+    stride: PositiveInt = 1
+    pool: PositiveInt = 1
+    """Max-pool factor after the convolution (1: no pooling)."""
+    norm: Literal["none", "batch", "instance"] = "none"
+    activation: Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid"] | None = None
+    """Empty means model.activation."""
+
+
+class ConvConfig(DeepVariantConfig):
+    """A convolutional encoder (image data only), a dense bottleneck code and a mirrored decoder."""
+
+    blocks: Annotated[list[ConvBlockConfig], Field(min_length=1)]
+    code_dim: PositiveInt
+    decoder: Literal["transposed", "upsample"] = "transposed"
+    """Transposed convolutions, or nearest upsampling followed by a convolution."""
+
+    @property
+    def hidden_dims(self) -> list[int]:
+        return [self.code_dim]
+
+
+class StackedConvConfig(PretrainFields, ConvConfig):
+    """The convolutional variant with its blocks (and the bottleneck) pre-trained greedily."""
+
+
+_DIGITS_BLOCKS = [ConvBlockConfig(channels=8, stride=2), ConvBlockConfig(channels=16, stride=2)]
+
+
 class VariantsConfig(Section):
     undercomplete: UndercompleteConfig
     sparse: SparseConfig
     denoising: DenoisingConfig
+    stacked: StackedConfig = StackedConfig(hidden_dims=[48, 24, 12])
+    conv: ConvConfig = ConvConfig(blocks=_DIGITS_BLOCKS, code_dim=12)
+    stacked_conv: StackedConvConfig = StackedConvConfig(blocks=_DIGITS_BLOCKS, code_dim=12)
 
 
 class TrainConfig(Section):
@@ -158,7 +232,7 @@ class Params(Section):
     reduce: ReduceConfig = ReduceConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
 
-    def variant(self, name: str) -> VariantConfig:
+    def variant(self, name: str) -> VariantConfig | StackedConfig | ConvConfig:
         if name not in VARIANTS:
             raise ConfigError(f"unknown variant {name!r}; allowed: {', '.join(VARIANTS)}")
         return getattr(self.variants, name)

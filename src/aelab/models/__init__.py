@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from aelab.config import Params, SparseConfig
+from aelab.config import ConvConfig, DeepVariantConfig, Params, SparseConfig
 from aelab.errors import CheckpointError
 from aelab.models.base import AutoencoderModule
+from aelab.models.conv import ConvAutoencoder
 from aelab.models.denoising import DenoisingAutoencoder
 from aelab.models.sparse import SparseAutoencoder
+from aelab.models.stacked import StackedAutoencoder
+from aelab.models.stacked_conv import StackedConvAutoencoder
 from aelab.models.undercomplete import UndercompleteAutoencoder
 
 VARIANT_CLASSES: dict[str, type[AutoencoderModule]] = {
     "undercomplete": UndercompleteAutoencoder,
     "sparse": SparseAutoencoder,
     "denoising": DenoisingAutoencoder,
+    "stacked": StackedAutoencoder,
+    "conv": ConvAutoencoder,
+    "stacked_conv": StackedConvAutoencoder,
 }
 
 
-def module_options(params: Params, variant: str, input_dim: int) -> dict[str, Any]:
-    """Constructor arguments for a variant: shared model and training settings plus its own."""
+def module_options(
+    params: Params, variant: str, input_dim: int, image_shape: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """Constructor arguments for a variant (plain JSON-like values): shared model and training settings plus its own.
+
+    `image_shape` ([channels, height, width] of the prepared data) is what convolutional variants reshape to.
+    """
     cfg = params.variant(variant)
     options: dict[str, Any] = {
         "input_dim": input_dim,
@@ -37,11 +49,22 @@ def module_options(params: Params, variant: str, input_dim: int) -> dict[str, An
     }
     if isinstance(cfg, SparseConfig):
         options.update(rho=cfg.rho, beta=cfg.beta)
+    if isinstance(cfg, DeepVariantConfig):
+        options.update(rho=cfg.sparsity.rho if cfg.sparsity else None, beta=cfg.sparsity.beta if cfg.sparsity else 0.0)
+    if isinstance(cfg, ConvConfig):
+        activation = params.model.activation
+        options.update(
+            image_shape=[int(d) for d in image_shape] if image_shape else None,
+            blocks=[{**b.model_dump(), "activation": b.activation or activation} for b in cfg.blocks],
+            decoder=cfg.decoder,
+        )
     return options
 
 
-def build_module(params: Params, variant: str, input_dim: int) -> AutoencoderModule:
-    return VARIANT_CLASSES[variant](**module_options(params, variant, input_dim))
+def build_module(
+    params: Params, variant: str, input_dim: int, image_shape: Sequence[int] | None = None
+) -> AutoencoderModule:
+    return VARIANT_CLASSES[variant](**module_options(params, variant, input_dim, image_shape))
 
 
 def save_model(module: AutoencoderModule, path: Path) -> None:

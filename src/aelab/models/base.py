@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -34,19 +35,24 @@ class AutoencoderModule(L.LightningModule):
         weight_decay: float = 0.0,
         optimizer: str = "adam",
         seed: int = 0,
-        **variant_options: float,
+        **variant_options: Any,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.input_dim = input_dim
         self.hidden_dims = list(hidden_dims)
         self.check_dims()
-        self.encoder = MLPEncoder(input_dim, self.hidden_dims, activation, dropout, self.code_activation())
-        self.decoder = MLPDecoder(input_dim, self.hidden_dims, activation, dropout)
+        self.encoder, self.decoder = self.build_networks()
         self.train_mse, self.val_mse, self.test_mse = MeanSquaredError(), MeanSquaredError(), MeanSquaredError()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     # ---- hooks for variants -------------------------------------------------------------------------
+    def build_networks(self) -> tuple[nn.Module, nn.Module]:
+        """Plain encoder (flat input -> code) and decoder (code -> flat logits); deep variants bring their own."""
+        hp = self.hparams
+        encoder = MLPEncoder(self.input_dim, self.hidden_dims, hp.activation, hp.dropout, self.code_activation())
+        return encoder, MLPDecoder(self.input_dim, self.hidden_dims, hp.activation, hp.dropout)
+
     def check_dims(self) -> None:
         """Reject impossible shapes early (the undercomplete variant requires a bottleneck)."""
 

@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from rich.console import Console
 
-from aelab.config import DenoisingConfig, Params, flatten
+from aelab.config import Params, flatten
 from aelab.data.corruptions import build_corruption
 from aelab.data.datamodule import AutoencoderDataModule
 from aelab.data.prepared import PreparedData, load_prepared
@@ -44,14 +44,14 @@ class TrainResult:
 
 def build_datamodule(params: Params, variant: str, data: PreparedData) -> AutoencoderDataModule:
     cfg = params.variant(variant)
-    corruption = build_corruption(cfg.corruption) if isinstance(cfg, DenoisingConfig) else None
+    corruption = build_corruption(cfg.corruption) if hasattr(cfg, "corruption") else None  # denoising, deep variants
     return AutoencoderDataModule(data, batch_size=params.train.batch_size, corruption=corruption, seed=params.seed)
 
 
 def checkpoint_dir(params: Params, variant: str, data: PreparedData) -> Path:
     """One folder per (variant, training-relevant params, data): a changed config never resumes a stale run."""
     key = {
-        "module": module_options(params, variant, data.n_features),
+        "module": module_options(params, variant, data.n_features, data.image_shape),
         "variant": params.variant(variant).model_dump(mode="json"),
         "train": params.train.model_dump(mode="json"),
         "data": data.meta,
@@ -60,13 +60,15 @@ def checkpoint_dir(params: Params, variant: str, data: PreparedData) -> Path:
     return CHECKPOINTS_DIR / variant / digest
 
 
-def build_trainer(params: Params, ckpt_dir: Path, logger: Any, max_epochs: int | None = None) -> L.Trainer:
+def build_trainer(
+    params: Params, ckpt_dir: Path, logger: Any, max_epochs: int | None = None, monitor: str = "val/loss"
+) -> L.Trainer:
     t = params.train
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_last=True)
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_last=True)
     ]
     if t.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=t.early_stopping_patience))
+        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=t.early_stopping_patience))
     return L.Trainer(
         max_epochs=max_epochs or t.max_epochs,
         accelerator=t.accelerator,
@@ -123,7 +125,8 @@ def log_artifacts(run_id: str, params: Params, module: AutoencoderModule, dm: Au
 
 def train_variant(params: Params, variant: str, data: PreparedData, out: Path = MODELS_DIR) -> TrainResult:
     L.seed_everything(params.seed, workers=True, verbose=False)
-    module = build_module(params, variant, data.n_features)
+    module = build_module(params, variant, data.n_features, data.image_shape)
+    cfg = params.variant(variant)
     dm = build_datamodule(params, variant, data)
     ckpt_dir = checkpoint_dir(params, variant, data)
     resume = ckpt_dir / "last.ckpt"
@@ -132,11 +135,16 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
         shutil.rmtree(ckpt_dir)
     previous = _read_json(state_file)
     logger = mlflow_logger(params.tracking, variant, run_tags(variant, f"train@{variant}"), previous.get("run_id"))
-    trainer = build_trainer(params, ckpt_dir, logger)
+    trainer = build_trainer(params, ckpt_dir, logger, max_epochs=getattr(cfg, "max_epochs", None))
     if trainer.is_global_zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({"run_id": logger.run_id}))
         logger.log_hyperparams(flatten(params))
+    pretrain_epochs = 0
+    if getattr(cfg, "pretrain", False):  # stacked variants: greedy layer-wise phases first (each resumable)
+        from aelab.stages.pretrain import pretrain_layers
+
+        pretrain_epochs = pretrain_layers(params, variant, module, dm, logger, ckpt_dir, skip=resume.exists())
     trainer.fit(module, dm, ckpt_path=resume if resume.exists() else None)
     if trainer.interrupted:
         raise AelabError(f"{variant}: training interrupted; run the same command again to resume from {ckpt_dir}")
@@ -147,6 +155,12 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
     metrics = {k: float(v) for k, v in sorted(tested.items())}
     metrics["best_epoch"] = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"]) if best else -1
     metrics["epochs"] = int(trainer.current_epoch)
+    if hasattr(cfg, "pretrain"):
+        metrics["total_epochs"] = pretrain_epochs + metrics["epochs"]
+    if getattr(cfg, "compare_scratch", False) and pretrain_epochs:
+        from aelab.stages.pretrain import scratch_baseline
+
+        metrics.update(scratch_baseline(params, variant, data, out, int(metrics["total_epochs"])))
     module = module.cpu().eval()
     if trainer.is_global_zero:
         folder = out / variant
