@@ -140,7 +140,7 @@ def _decoder_block(block: Mapping[str, Any], plan: BlockPlan, kind: str) -> list
         extra = ((h_in + 2 * padding - kernel) % stride, (w_in + 2 * padding - kernel) % stride)
         layers.append(nn.ConvTranspose2d(channels, c_in, kernel, stride=stride, padding=padding, output_padding=extra))
     else:
-        if stride > 1:
+        if (h_conv, w_conv) != (h_in, w_in):  # strided, or one row more from an even kernel's padding
             layers.append(nn.Upsample(size=(h_in, w_in)))
         layers.append(nn.Conv2d(channels, c_in, kernel, padding="same"))
     return layers

@@ -30,6 +30,7 @@ class GreedyLayerModule(L.LightningModule):
         self.index = index
         self.below = owner.encoder.below(index)
         self.below.requires_grad_(False)
+        self.below.eval()  # Lightning captures and restores each submodule's mode around validation: start in eval
         self.encoder = owner.encoder.layers[index]
         self.decoder = owner.decoder.layers[index]
         self.sparse = owner.layer_is_sparse(index)

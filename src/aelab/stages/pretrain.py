@@ -56,6 +56,7 @@ def pretrain_layers(
             raise AelabError(f"{variant}: pre-training of {name} interrupted; run the same command again to resume")
         if trainer.is_global_zero:
             torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, finished)
+    module.train()  # the phases leave lower layers in eval mode, and Lightning keeps whatever mode it is given
     return module.n_layers * epochs
 
 
