@@ -159,6 +159,7 @@ def test_greedy_pretraining_trains_each_layer_and_freezes_the_others(tmp_path, d
     dm = AutoencoderDataModule(digits, batch_size=32, seed=params.seed)
     epochs = pretrain_layers(params, variant, module, dm, logger=False, ckpt_dir=tmp_path)
     assert epochs == module.n_layers * 3
+    assert all(m.training for m in module.modules()), "fine-tuning must start with every layer in train mode"
 
     states = [initial]
     for k in range(module.n_layers):
@@ -177,7 +178,6 @@ def test_greedy_pretraining_trains_each_layer_and_freezes_the_others(tmp_path, d
         loss_after = layer_loss(module, index, digits)
         assert loss_after < loss_before, f"layer {index}: {loss_before} -> {loss_after}"
     assert all(p.requires_grad for p in module.parameters())
-    assert all(m.training for m in module.modules()), "fine-tuning must start with every layer in train mode"
 
 
 # ---- the whole train stage ------------------------------------------------------------------------------------------
