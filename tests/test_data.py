@@ -1,12 +1,12 @@
 import gzip
 import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from aelab.config import validate_params
-from aelab.data import sources
 from aelab.data.prepared import load_prepared
 from aelab.data.sources import IDX_DATASETS, IdxDataset, fetch_idx, load_arrays, md5sum, read_idx
 from aelab.errors import DataError
@@ -87,7 +87,7 @@ def test_shared_mnist_matches_published_md5(shared_data):
 
 
 def test_prepare_digits_splits_stratified_and_scales_on_train(prepared_digits, tiny_params):
-    data = load_prepared(sources.Path("data/prepared"))
+    data = load_prepared(Path("data/prepared"))
     sizes = {k: len(data.split(k).x) for k in ("train", "val", "test")}
     assert sum(sizes.values()) == 1797
     assert sizes["test"] == pytest.approx(0.2 * 1797, abs=1)
@@ -105,7 +105,7 @@ def test_prepare_is_deterministic(prepared_digits, tiny_params):
     first = {k: shutil.copyfile(f"data/prepared/{k}.npz", f"{k}.first") for k in ("train", "val", "test")}
     prepare(tiny_params.data, tiny_params.seed)
     for k in first:
-        assert open(f"data/prepared/{k}.npz", "rb").read() == open(f"{k}.first", "rb").read()
+        assert Path(f"data/prepared/{k}.npz").read_bytes() == Path(f"{k}.first").read_bytes()
 
 
 def test_user_arrays_npz_npy_csv(tmp_path):

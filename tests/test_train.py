@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -12,9 +13,9 @@ from tests.conftest import TINY_PARAMS
 
 def test_training_is_bit_for_bit_reproducible(prepared_digits, tiny_params):
     train_variant(tiny_params, "denoising", prepared_digits)
-    first = open("data/models/denoising/metrics.json", "rb").read()
+    first = Path("data/models/denoising/metrics.json").read_bytes()
     train_variant(tiny_params, "denoising", prepared_digits)
-    assert open("data/models/denoising/metrics.json", "rb").read() == first
+    assert Path("data/models/denoising/metrics.json").read_bytes() == first
     assert json.loads(first)["test/mse"] > 0
 
 
@@ -37,7 +38,7 @@ def test_mlflow_run_holds_params_curves_test_metrics_and_artifacts(prepared_digi
     model = next(m for m in models if m.source_run_id == result.run_id)
     loaded = mlflow.pyfunc.load_model(model.model_uri)
     assert loaded.metadata.signature is not None
-    assert json.loads(open("data/models/sparse/run.json").read())["run_id"] == result.run_id
+    assert json.loads(Path("data/models/sparse/run.json").read_text())["run_id"] == result.run_id
 
 
 def test_nan_loss_stops_with_epoch_and_step(prepared_digits, tiny_params):
