@@ -25,3 +25,33 @@ def shared_data() -> Path:
     if not (folder / "mnist" / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"MNIST originals not found in {folder} (set AELAB_SHARED_DATA)")
     return folder
+
+
+TINY_PARAMS = {
+    "seed": 7,
+    "data": {"source": "digits"},
+    "variants": {
+        "undercomplete": {"hidden_dims": [32, 8]},
+        "sparse": {"hidden_dims": [80], "rho": 0.1, "beta": 0.5},
+        "denoising": {"hidden_dims": [32, 8], "corruption": [{"kind": "masking", "p": 0.3}]},
+    },
+    "train": {"max_epochs": 2, "batch_size": 128},
+}
+
+
+@pytest.fixture
+def tiny_params(tmp_path, monkeypatch):
+    """Tiny, fast params and a scratch project folder as the working directory (its own MLflow store)."""
+    from aelab.config import validate_params
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("AELAB_PROJECT_ROOT", str(tmp_path))
+    return validate_params(TINY_PARAMS)
+
+
+@pytest.fixture
+def prepared_digits(tiny_params):
+    from aelab.stages.prepare import prepare
+
+    return prepare(tiny_params.data, tiny_params.seed)

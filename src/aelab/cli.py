@@ -52,7 +52,17 @@ def run(argv: list[str] | None = None) -> None:
         evaluate.main(params)
 
 
+def _quiet_libraries() -> None:
+    """Keep stage output to what matters (Lightning's banners are lowered in `build_trainer`)."""
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", message=r".*(LeafSpec|logging interval|does not have many workers|exists and is not empty).*"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
     try:
         run(argv)
     except AelabError as err:

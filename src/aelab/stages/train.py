@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,9 @@ def checkpoint_dir(params: Params, variant: str, data: PreparedData) -> Path:
 def build_trainer(
     params: Params, ckpt_dir: Path, logger: Any, max_epochs: int | None = None, monitor: str = "val/loss"
 ) -> L.Trainer:
+    # Lightning resets its loggers to INFO on import; its hardware banners and tips are noise in a pipeline log.
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     t = params.train
     callbacks: list[L.Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_last=True)

@@ -1,0 +1,98 @@
+"""Integration: the real `dvc repro` in a temporary copy of the repository, with tiny settings."""
+
+import json
+import shutil
+import subprocess
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+VARIANTS = ("undercomplete", "sparse", "denoising")
+
+
+def _copy_repo(target):
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target / name)
+    (target / "dvc.lock").unlink(missing_ok=True)
+    subprocess.run(["git", "init", "-q"], cwd=target, check=True)
+
+
+def _run(args, cwd):
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory):
+    project = tmp_path_factory.mktemp("project")
+    _copy_repo(project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"].update(max_epochs=3, batch_size=128)
+    for variant in VARIANTS:
+        params["variants"][variant]["hidden_dims"] = [32, 8] if variant != "sparse" else [80]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = _run(["dvc", "repro"], project)
+    return project, output
+
+
+def test_repro_runs_every_stage_and_writes_outputs(repro):
+    project, output = repro
+    for stage in (
+        "prepare",
+        *(f"train@{v}" for v in VARIANTS),
+        *(f"reduce@{v}" for v in VARIANTS),
+        "reduce_pca",
+        "evaluate",
+    ):
+        assert f"Running stage '{stage}'" in output
+    for variant in VARIANTS:
+        assert (project / "data/models" / variant / "model.pt").exists()
+    with np.load(project / "data/codes/undercomplete/codes.npz") as codes:
+        assert codes["train_codes"].shape[1] == 8 and codes["test_reconstruction"].shape[1] == 64
+    table = pd.read_csv(project / "data/codes/pca/test.csv")
+    assert list(table.columns) == [*(f"code_{i}" for i in range(8)), "label"]
+    assert not list(project.glob("*.ckpt")) and not (project / "lightning_logs").exists()
+
+
+def test_metrics_show_lists_every_method(repro):
+    project, _ = repro
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], project))
+    metrics = shown[""]["data"]["data/metrics.json"]["data"]
+    for method in (*VARIANTS, "pca"):
+        assert 0 < metrics[method]["recon_mse"] < 0.2
+        assert 0.5 < metrics[method]["probe_accuracy"] <= 1
+    assert metrics["raw"]["probe_accuracy"] > 0.9
+
+
+def test_second_repro_does_nothing(repro):
+    project, _ = repro
+    output = _run(["dvc", "repro"], project)
+    assert "Running stage" not in output
+    assert "up to date" in _run(["dvc", "status"], project)
+
+
+def test_one_mlflow_run_per_variant(repro):
+    project, _ = repro
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["aelab"], output_format="list")
+    assert sorted(r.info.run_name for r in runs) == sorted(VARIANTS)
+    assert all(r.info.status == "FINISHED" and "val/loss" in r.data.metrics for r in runs)
+    assert (project / "mlruns" / "artifacts").is_dir()
+
+
+def test_changing_one_variant_reruns_only_its_branch(repro):
+    project, _ = repro
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["variants"]["sparse"]["beta"] = 0.25
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(_run(["dvc", "status", "--json"], project))
+    assert set(status) == {"train@sparse"}

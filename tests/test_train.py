@@ -1,0 +1,47 @@
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from aelab.config import validate_params
+from aelab.errors import TrainingError
+from aelab.stages.train import train_variant
+from aelab.tracking import tracking_uri
+from tests.conftest import TINY_PARAMS
+
+
+def test_training_is_bit_for_bit_reproducible(prepared_digits, tiny_params):
+    train_variant(tiny_params, "denoising", prepared_digits)
+    first = Path("data/models/denoising/metrics.json").read_bytes()
+    train_variant(tiny_params, "denoising", prepared_digits)
+    assert Path("data/models/denoising/metrics.json").read_bytes() == first
+    assert json.loads(first)["test/mse"] > 0
+
+
+def test_mlflow_run_holds_params_curves_test_metrics_and_artifacts(prepared_digits, tiny_params):
+    result = train_variant(tiny_params, "sparse", prepared_digits)
+    mlflow.set_tracking_uri(tracking_uri(tiny_params.tracking))
+    client = mlflow.MlflowClient()
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["variants.sparse.rho"] == "0.1"
+    assert run.data.params["train.max_epochs"] == "2"
+    assert run.data.tags["variant"] == "sparse" and run.data.tags["dvc_stage"] == "train@sparse"
+    assert "git_commit" in run.data.tags
+    for key in ("train/loss", "train/sparsity", "train/mean_activation", "val/loss", "val/mse"):
+        assert len(client.get_metric_history(result.run_id, key)) == 2, key
+    assert {"test/loss", "test/mse"} <= set(run.data.metrics)
+    assert "samples.png" in [a.path for a in client.list_artifacts(result.run_id)]
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert any(m.source_run_id == result.run_id for m in models)
+    model = next(m for m in models if m.source_run_id == result.run_id)
+    loaded = mlflow.pyfunc.load_model(model.model_uri)
+    assert loaded.metadata.signature is not None
+    assert json.loads(Path("data/models/sparse/run.json").read_text())["run_id"] == result.run_id
+
+
+def test_nan_loss_stops_with_epoch_and_step(prepared_digits, tiny_params):
+    raw = {**TINY_PARAMS, "model": {"loss": "mse"}, "train": {"max_epochs": 3, "lr": 1.0e25, "optimizer": "sgd"}}
+    with pytest.raises(TrainingError, match=r"undercomplete: loss became nan at epoch \d+, step \d+; try a lower"):
+        train_variant(validate_params(raw), "undercomplete", prepared_digits)
