@@ -180,6 +180,29 @@ def test_greedy_pretraining_trains_each_layer_and_freezes_the_others(tmp_path, d
     assert all(p.requires_grad for p in module.parameters())
 
 
+def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, digits) -> None:
+    """Finished phases are skipped, an unfinished one resumes from its checkpoint: same weights as one unbroken run."""
+    from aelab.stages.pretrain import pretrain_layers
+
+    params = make_params(stacked={"hidden_dims": [32, 16, 8], "pretrain_epochs": 2})
+    dm = AutoencoderDataModule(digits, batch_size=32, seed=params.seed)
+
+    def run(folder: Path) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        module = build_module(params, "stacked", 64)
+        pretrain_layers(params, "stacked", module, dm, logger=False, ckpt_dir=folder)
+        return module.state_dict()
+
+    unbroken = run(tmp_path / "a")
+    # Simulate a stop during layer 3 with layer 2 finished but not yet marked: drop the later markers and phase.
+    (tmp_path / "a" / "pretrain" / "layer2.pt").unlink()
+    (tmp_path / "a" / "pretrain" / "layer3.pt").unlink()
+    for file in (tmp_path / "a" / "pretrain" / "layer3").iterdir():
+        file.unlink()
+    resumed = run(tmp_path / "a")
+    assert all(torch.equal(unbroken[k], resumed[k]) for k in unbroken)
+
+
 # ---- the whole train stage ------------------------------------------------------------------------------------------
 DEEP_VARIANTS = {
     "stacked": {"hidden_dims": [32, 8], "pretrain_epochs": 1, "max_epochs": 2, "compare_scratch": True},

@@ -164,7 +164,9 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
     if getattr(cfg, "compare_scratch", False) and pretrain_epochs:
         from aelab.stages.pretrain import scratch_baseline
 
-        metrics.update(scratch_baseline(params, variant, data, out, int(metrics["total_epochs"])))
+        scratch = scratch_baseline(params, variant, data, out, int(metrics["total_epochs"]))
+        metrics.update(scratch)
+        logger.log_metrics({k: v for k, v in scratch.items() if k.startswith("scratch/test/")})
     module = module.cpu().eval()
     if trainer.is_global_zero:
         folder = out / variant
