@@ -229,9 +229,18 @@ def test_deep_variant_trains_saves_and_loads(tmp_path, monkeypatch, digits, vari
     if variant != "conv":
         n_layers = result.module.n_layers
         assert result.metrics["total_epochs"] == n_layers * 1 + result.metrics["epochs"]
-    if variant == "stacked":  # the from-scratch baseline ran for the same total epochs
+    if variant == "stacked":  # the from-scratch baseline ran for the same total epochs, as a child MLflow run
+        import mlflow
+
         assert result.metrics["scratch/epochs"] == result.metrics["total_epochs"]
         assert np.isfinite(result.metrics["scratch/test/loss"])
+        mlflow.set_tracking_uri(overrides["tracking"]["uri"])
+        parent = mlflow.get_run(result.run_id)
+        assert "pretrain/layer2/val_loss" in parent.data.metrics and "scratch/test/mse" in parent.data.metrics
+        children = mlflow.search_runs(
+            filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'", search_all_experiments=True
+        )
+        assert list(children["tags.mlflow.runName"]) == ["stacked/scratch"]
 
     loaded = load_model(Path("models") / variant / "model.pt")
     assert type(loaded) is type(result.module)

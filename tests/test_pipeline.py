@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from aelab.config import VARIANTS
 from tests.conftest import REPO
 
-VARIANTS = ("undercomplete", "sparse", "denoising")
+MLP_VARIANTS = ("undercomplete", "sparse", "denoising")
 
 
 def _copy_repo(target):
@@ -37,8 +38,10 @@ def repro(tmp_path_factory):
     _copy_repo(project)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"].update(max_epochs=3, batch_size=128)
-    for variant in VARIANTS:
+    for variant in MLP_VARIANTS:
         params["variants"][variant]["hidden_dims"] = [32, 8] if variant != "sparse" else [80]
+    for variant in ("stacked", "conv", "stacked_conv"):  # their own epochs
+        params["variants"][variant].update(max_epochs=3, **({"pretrain_epochs": 1} if "stacked" in variant else {}))
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = _run(["dvc", "repro"], project)
     return project, output
@@ -84,7 +87,9 @@ def test_one_mlflow_run_per_variant(repro):
     project, _ = repro
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["aelab"], output_format="list")
-    assert sorted(r.info.run_name for r in runs) == sorted(VARIANTS)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]  # the stacked from-scratch baseline
+    assert sorted(r.info.run_name for r in runs if r not in children) == sorted(VARIANTS)
+    assert [r.info.run_name for r in children] == ["stacked/scratch"]
     assert all(r.info.status == "FINISHED" and "val/loss" in r.data.metrics for r in runs)
     assert (project / "mlruns" / "artifacts").is_dir()
 

@@ -61,11 +61,12 @@ def pretrain_layers(
 
 
 def scratch_baseline(
-    params: Params, variant: str, data: PreparedData, out: Path, total_epochs: int
+    params: Params, variant: str, data: PreparedData, out: Path, total_epochs: int, parent_run_id: str
 ) -> dict[str, float]:
     """The same network trained end to end from scratch for the same total epochs, for the pre-training comparison.
 
-    An ordinary `train` run (own MLflow run, params `pretrain: false`), written to `<out>/<variant>/scratch/<variant>/`.
+    An ordinary `train` run (params `pretrain: false`), written to `<out>/<variant>/scratch/<variant>/`, tracked as a
+    child of the variant's MLflow run named `<variant>/scratch`.
     """
     from aelab.stages.train import train_variant
 
@@ -73,5 +74,6 @@ def scratch_baseline(
     raw["variants"][variant].update(pretrain=False, compare_scratch=False, max_epochs=total_epochs)
     raw["tracking"]["log_model"] = False
     scratch_params = validate_params(raw, f"variants.{variant} (scratch baseline)")
-    scratch = train_variant(scratch_params, variant, data, out / variant / "scratch")
+    tags = {"mlflow.parentRunId": parent_run_id, "aelab.role": "scratch_baseline"}
+    scratch = train_variant(scratch_params, variant, data, out / variant / "scratch", f"{variant}/scratch", tags)
     return {f"scratch/{key}": value for key, value in scratch.metrics.items()}

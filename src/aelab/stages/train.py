@@ -127,7 +127,15 @@ def log_artifacts(run_id: str, params: Params, module: AutoencoderModule, dm: Au
             )
 
 
-def train_variant(params: Params, variant: str, data: PreparedData, out: Path = MODELS_DIR) -> TrainResult:
+def train_variant(
+    params: Params,
+    variant: str,
+    data: PreparedData,
+    out: Path = MODELS_DIR,
+    run_name: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> TrainResult:
+    """`run_name`/`extra_tags`: for auxiliary runs (the stacked variants' from-scratch baseline, a child run)."""
     L.seed_everything(params.seed, workers=True, verbose=False)
     module = build_module(params, variant, data.n_features, data.image_shape)
     cfg = params.variant(variant)
@@ -138,7 +146,8 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
     if (ckpt_dir / COMPLETE_MARKER).exists():  # a finished run being repeated starts afresh
         shutil.rmtree(ckpt_dir)
     previous = _read_json(state_file)
-    logger = mlflow_logger(params.tracking, variant, run_tags(variant, f"train@{variant}"), previous.get("run_id"))
+    tags = {**run_tags(variant, f"train@{variant}"), **(extra_tags or {})}
+    logger = mlflow_logger(params.tracking, run_name or variant, tags, previous.get("run_id"))
     trainer = build_trainer(params, ckpt_dir, logger, max_epochs=getattr(cfg, "max_epochs", None))
     if trainer.is_global_zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +173,7 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
     if getattr(cfg, "compare_scratch", False) and pretrain_epochs:
         from aelab.stages.pretrain import scratch_baseline
 
-        scratch = scratch_baseline(params, variant, data, out, int(metrics["total_epochs"]))
+        scratch = scratch_baseline(params, variant, data, out, int(metrics["total_epochs"]), logger.run_id)
         metrics.update(scratch)
         logger.log_metrics({k: v for k, v in scratch.items() if k.startswith("scratch/test/")})
     module = module.cpu().eval()
