@@ -8,6 +8,7 @@ weights): an interrupted run resumes inside the phase it was in and skips the fi
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,9 @@ def pretrain_layers(
         trainer = build_trainer(params, folder / name, logger, max_epochs=epochs, monitor=phase.monitor)
         last = folder / name / "last.ckpt"
         try:
-            trainer.fit(phase, dm, ckpt_path=last if last.exists() else None)
+            with warnings.catch_warnings():  # the frozen layers are in eval mode on purpose
+                warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+                trainer.fit(phase, dm, ckpt_path=last if last.exists() else None)
         finally:
             module.requires_grad_(True)
         if trainer.interrupted:
