@@ -19,10 +19,11 @@ def test_kl_penalty_matches_closed_form():
 
 @pytest.mark.parametrize("variant", sorted(VARIANT_CLASSES))
 def test_shapes_and_ranges(variant):
-    module = build_module(validate_params(TINY_PARAMS), variant, input_dim=64)
+    params = validate_params(TINY_PARAMS)
+    module = build_module(params, variant, input_dim=64, image_shape=[1, 8, 8])
     x = torch.rand(5, 64)
     code = module.encode(x)
-    assert code.shape == (5, TINY_PARAMS["variants"][variant]["hidden_dims"][-1])
+    assert code.shape == (5, params.variant(variant).code_dim)
     recon = module(x)
     assert recon.shape == x.shape and recon.min() >= 0 and recon.max() <= 1
 
@@ -74,7 +75,7 @@ def test_denoising_feeds_the_corrupted_input():
 
 @pytest.mark.parametrize("variant", sorted(VARIANT_CLASSES))
 def test_model_file_round_trip_with_weights_only(tmp_path, variant):
-    module = build_module(validate_params(TINY_PARAMS), variant, input_dim=64).eval()
+    module = build_module(validate_params(TINY_PARAMS), variant, input_dim=64, image_shape=[1, 8, 8]).eval()
     save_model(module, tmp_path / "model.pt")
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
     assert payload["variant"] == variant
