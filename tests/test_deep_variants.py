@@ -101,7 +101,10 @@ def test_invalid_conv_settings_are_one_line_config_errors(variant, image_shape, 
     [
         ({"blocks": [], "code_dim": 4}, "variants.conv.blocks"),
         ({"blocks": [{"channels": 0}], "code_dim": 4}, "variants.conv.blocks.0.channels"),
-        ({"blocks": [{"channels": 4, "padding": 1}], "code_dim": 4}, "variants.conv.blocks.0.padding: unknown key"),
+        (
+            {"blocks": [{"channels": 4, "padding": 1}], "code_dim": 4},
+            "variants.conv.blocks.0.padding: unknown key; allowed: activation, channels",
+        ),
         ({"blocks": [{"channels": 4}], "code_dim": 4, "decoder": "pixelshuffle"}, "variants.conv.decoder"),
     ],
 )

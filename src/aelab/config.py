@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -279,11 +279,18 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
         fields = getattr(current, "model_fields", None)
         if fields is None or part not in fields:
             return None
-        annotation = fields[part].annotation
-        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        current = _section_class(fields[part].annotation)
         if current is None:
             return None
     return sorted(getattr(current, "model_fields", {}))
+
+
+def _section_class(annotation: Any) -> type[BaseModel] | None:
+    """The one section class in an annotation, also inside `list[...]` or `... | None` (conv blocks, sparsity)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    found = [c for c in map(_section_class, get_args(annotation)) if c is not None]
+    return found[0] if len(found) == 1 else None
 
 
 def _format_error(source: str, err: ValidationError) -> str:
