@@ -34,6 +34,7 @@ def module_options(params: Params, variant: str, input_dim: int) -> dict[str, An
         "weight_decay": params.train.weight_decay,
         "optimizer": params.train.optimizer,
         "seed": params.seed,
+        "check_finite_every_n_steps": params.train.check_finite_every_n_steps,
     }
     if isinstance(cfg, SparseConfig):
         options.update(rho=cfg.rho, beta=cfg.beta)
