@@ -191,7 +191,8 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
         if previous.get("run_id"):
             logger.experiment.update_run(logger.run_id, status="RUNNING")  # continued, not duplicated
         state_file.write_text(json.dumps({"run_id": logger.run_id}))
-        logger.log_hyperparams(flatten(params))
+        # The global batch is `train.batch_size`, split over `world_size` processes (see AutoencoderDataModule).
+        logger.log_hyperparams({**flatten(params), "world_size": trainer.world_size})
     fit_module = torch.compile(module) if params.train.compile else module
     try:
         trainer.fit(fit_module, dm, ckpt_path=None if fresh else resume)
