@@ -112,6 +112,19 @@ def test_two_process_ddp_logs_one_run_and_matches_one_process(project: Path) -> 
     assert len(runs(project)) == 2  # the single-process training is the second run
 
 
+@pytest.mark.slow
+def test_torchrun_starts_all_ranks_at_once_and_still_logs_one_run(project: Path) -> None:
+    """torchrun (and SLURM) start every rank together: only rank zero may open the tracking store."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    sets = [*FAST, "train.devices=2", "train.strategy=ddp"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2"]
+    command += ["-m", "aelab.cli", "train", "--variant", "sparse", *(x for o in sets for x in ("--set", o))]
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = runs(project)
+    assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
+
+
 # ---- resume ---------------------------------------------------------------------------------------------------
 KILLER = """
 import os, signal, sys

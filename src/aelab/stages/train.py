@@ -184,7 +184,12 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
     fresh = finished or not params.train.resume or not resume.exists()
     previous = {} if finished or not params.train.resume else _read_json(state_file)
     is_zero = rank_zero_only.rank == 0
-    logger = mlflow_logger(params.tracking, variant, run_tags(variant, f"train@{variant}"), previous.get("run_id"))
+    # Only rank zero opens the tracking store: under torchrun/SLURM all ranks start together, and two processes
+    # initialising one SQLite store at once fail ("table ... already exists").
+    logger: Any = False
+    if is_zero:
+        tags = run_tags(variant, f"train@{variant}")
+        logger = mlflow_logger(params.tracking, variant, tags, previous.get("run_id"))
     trainer = build_trainer(params, ckpt_dir, logger, callbacks=[FreshStart(ckpt_dir, enabled=fresh)])
     if is_zero and trainer.is_global_zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +215,7 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
     metrics["best_epoch"] = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"]) if best else -1
     metrics["epochs"] = int(trainer.current_epoch)
     module = module.cpu().eval()
-    if trainer.is_global_zero:
+    if is_zero and trainer.is_global_zero:
         folder = out / variant
         folder.mkdir(parents=True, exist_ok=True)
         save_model(module, folder / "model.pt")
@@ -218,7 +223,7 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
         (folder / "run.json").write_text(json.dumps({"run_id": logger.run_id, "tracking_uri": logger._tracking_uri}))
         log_artifacts(logger.run_id, params, module, dm, folder)
         (ckpt_dir / COMPLETE_MARKER).touch()
-    return TrainResult(module, metrics, logger.run_id if trainer.is_global_zero else None)
+    return TrainResult(module, metrics, logger.run_id if logger else None)
 
 
 def main(params: Params, variant: str) -> None:
