@@ -145,7 +145,7 @@ def log_artifacts(run_id: str, params: Params, module: AutoencoderModule, dm: Au
     import mlflow
     from mlflow.models import infer_signature
 
-    clean = dm.tensors["test"][:8].cpu()
+    clean = torch.from_numpy(dm.data.test.x[:8].copy())  # on CPU, and set up also after ddp_spawn
     corrupted = dm.corrupt(clean, "test", 0, 0)
     with torch.no_grad():
         recon = module.eval()(module.model_input(corrupted, clean))
@@ -214,6 +214,8 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
     metrics = {k: float(v) for k, v in sorted(tested.items())}
     metrics["best_epoch"] = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"]) if best else -1
     metrics["epochs"] = int(trainer.current_epoch)
+    if metrics["epochs"] == 0 and resume.exists():  # ddp_spawn trains in child processes: ask the checkpoint
+        metrics["epochs"] = int(torch.load(resume, map_location="cpu", weights_only=False)["epoch"]) + 1
     module = module.cpu().eval()
     if is_zero and trainer.is_global_zero:
         folder = out / variant
