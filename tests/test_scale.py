@@ -163,7 +163,7 @@ def test_interrupted_and_killed_training_resumes_to_the_same_result_in_the_same_
     (first,) = runs(project)
     killed = interrupted(2, "SIGKILL")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert "Restoring states from the checkpoint path" in killed.stderr
+    assert f"denoising: resuming from {Path('data/checkpoints/denoising')}" in killed.stderr
     assert not (project / "data" / "models" / "denoising").exists()
     (ckpt,) = (project / "data" / "checkpoints" / "denoising").iterdir()
     assert torch.load(ckpt / "last.ckpt", weights_only=False)["epoch"] == 1

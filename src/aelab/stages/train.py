@@ -198,6 +198,8 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
         state_file.write_text(json.dumps({"run_id": logger.run_id}))
         # The global batch is `train.batch_size`, split over `world_size` processes (see AutoencoderDataModule).
         logger.log_hyperparams({**flatten(params), "world_size": trainer.world_size})
+    if not fresh and is_zero:
+        Console(stderr=True).print(f"{variant}: resuming from {resume} (MLflow run {previous.get('run_id')})")
     fit_module = torch.compile(module) if params.train.compile else module
     try:
         trainer.fit(fit_module, dm, ckpt_path=None if fresh else resume)
