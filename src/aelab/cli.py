@@ -28,11 +28,60 @@ def _parser() -> argparse.ArgumentParser:
     reduce = sub.add_parser("reduce", parents=[common], help="encode the dataset with a trained variant or PCA")
     reduce.add_argument("--method", required=True, choices=[*VARIANTS, "pca"])
     sub.add_parser("evaluate", parents=[common], help="compare the codes: reconstruction, linear probe")
+    _add_bench(sub, common)
     return parser
+
+
+def _add_bench(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """`aelab bench`: Lightning path vs a hand-written loop (the options below are shortcuts for `--set`)."""
+    from aelab.bench import DATA_KINDS, PRECISIONS, BenchOptions
+
+    defaults = BenchOptions()
+    bench = sub.add_parser("bench", parents=[common], help="time the Lightning path against a bare PyTorch loop")
+    bench.add_argument("--variant", default=defaults.variant, choices=VARIANTS)
+    bench.add_argument("--hidden-dims", help="encoder widths, e.g. 256,32 (sets variants.V.hidden_dims)")
+    bench.add_argument("--batch-size", type=int, help="sets train.batch_size")
+    bench.add_argument("--device", help="cpu | cuda | auto (sets train.accelerator)")
+    bench.add_argument("--precision", choices=PRECISIONS, help="sets train.precision")
+    bench.add_argument("--steps", type=int, default=defaults.steps, help="timed steps per path")
+    bench.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed steps before them")
+    bench.add_argument("--repeats", type=int, default=defaults.repeats, help="alternating runs; the best counts")
+    bench.add_argument("--data", default=defaults.data, choices=DATA_KINDS, help="synthetic: random MNIST-sized")
+    bench.add_argument("--data-path", help="IDX folder (mnist, fashion-mnist) or prepared folder")
+    bench.add_argument("--samples", type=int, default=defaults.samples, help="synthetic rows")
+    bench.add_argument("--features", type=int, default=defaults.features, help="synthetic columns")
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from aelab import bench
+
+    overrides = list(args.overrides)
+    if args.hidden_dims:
+        overrides.append(f"variants.{args.variant}.hidden_dims=[{args.hidden_dims}]")
+    if args.batch_size:
+        overrides.append(f"train.batch_size={args.batch_size}")
+    if args.device:
+        overrides.append(f"train.accelerator={args.device}")
+    if args.precision:
+        overrides.append(f"train.precision='{args.precision}'")
+    options = bench.BenchOptions(
+        variant=args.variant,
+        steps=args.steps,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        data=args.data,
+        data_path=args.data_path,
+        samples=args.samples,
+        features=args.features,
+    )
+    bench.main(load_params(args.params, overrides), options)
 
 
 def run(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "bench":
+        _bench(args)
+        return
     params = load_params(args.params, args.overrides)
     if args.command == "prepare":
         from aelab.stages import prepare

@@ -188,6 +188,9 @@ class VariantsConfig(Section):
 
 
 class TrainConfig(Section):
+    """Trainer settings. `batch_size` is the global batch per step: under DDP each of the world-size processes
+    takes `batch_size / world_size` rows (it must divide), so results do not depend on the number of devices."""
+
     max_epochs: PositiveInt = 60
     batch_size: PositiveInt = 64
     lr: Annotated[float, Field(gt=0.0)] = 2.0e-3
@@ -202,6 +205,14 @@ class TrainConfig(Section):
     accumulate_grad_batches: PositiveInt = 1
     log_every_n_steps: PositiveInt = 50
     progress_bar: bool = False
+    compile: bool = False
+    """Run the LightningModule through `torch.compile` (needs a C compiler on CPU; pays off on GPUs)."""
+    data_on_device: bool = True
+    """Keep the splits resident on the training device (GPU memory on a GPU): no host-device copy per batch."""
+    check_finite_every_n_steps: PositiveInt = 50
+    """How often the running training loss is checked for NaN/inf (each check waits for a GPU)."""
+    resume: bool = True
+    """Resume an interrupted training from its last epoch-end checkpoint and continue its MLflow run."""
 
 
 class TrackingConfig(Section):

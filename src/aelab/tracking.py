@@ -44,11 +44,17 @@ def mlflow_logger(cfg: TrackingConfig, run_name: str, tags: dict[str, str], run_
     """Lightning's MLFlowLogger pointed explicitly at our store (its default is the refused file store)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
+    uri = tracking_uri(cfg)
     return MLFlowLogger(
         experiment_name=cfg.experiment,
         run_name=run_name,
-        tracking_uri=tracking_uri(cfg),
+        tracking_uri=uri,
         tags=tags,
-        artifact_location=artifact_location(),
+        artifact_location=artifact_location() if is_local_store(uri) else None,
         run_id=run_id,
     )
+
+
+def is_local_store(uri: str) -> bool:
+    """A store on this machine keeps artifacts next to it; a tracking server decides where they go itself."""
+    return uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri

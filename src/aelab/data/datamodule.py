@@ -3,7 +3,11 @@
 Batches are whole index slices of resident tensors (no per-sample Python, no collate). The corruption runs in
 `on_after_batch_transfer`, on the training device, with a generator seeded per (split, epoch, batch): the
 validation and test corruption are the same every epoch, and a resumed training sees the same noise.
-Under DDP each rank draws its own disjoint shard of a shared, epoch-seeded permutation.
+Under DDP each rank draws its own disjoint shard of a shared, epoch-seeded permutation, and `batch_size` is the
+global batch: each of the `world_size` ranks takes `batch_size / world_size` rows, so that the union of the ranks'
+k-th batches is exactly the k-th batch of the single-process run. With `on_training_device` the tensors and the
+epoch's index permutation live on the trainer's root device (GPU memory on a GPU): a batch is a slice of the
+permutation and a gather, with no host-device copy.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aelab.data.corruptions import Corruption
 from aelab.data.prepared import PreparedData, load_prepared
+from aelab.errors import ConfigError
 
 _STAGE_SALT = {"train": 0, "val": 1, "test": 2, "predict": 3}
 
@@ -27,9 +32,19 @@ _STAGE_SALT = {"train": 0, "val": 1, "test": 2, "predict": 3}
 class IndexBatches(Sampler[tuple[int, Tensor]]):
     """Yields (batch number, index tensor) per batch: shuffled per epoch and sharded across ranks."""
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | None = None,
+    ) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
+        self.device = device or torch.device("cpu")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -50,7 +65,7 @@ class IndexBatches(Sampler[tuple[int, Tensor]]):
         return order[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[tuple[int, Tensor]]:
-        shard = self._shard()
+        shard = self._shard().to(self.device)  # one copy per epoch; the batches below are views of it
         for number, start in enumerate(range(0, len(shard), self.batch_size)):
             yield number, shard[start : start + self.batch_size]
 
@@ -70,7 +85,12 @@ class TensorRows(Dataset):
 
     def __getitem__(self, item: tuple[int, Tensor]) -> tuple[Tensor, int]:
         number, indices = item
-        return self.x[indices.to(self.x.device)], number
+        return self.x[indices], number
+
+
+def _as_is(batch: tuple[Tensor, int]) -> tuple[Tensor, int]:
+    """The batch is already a tensor: skip DataLoader's default conversion walk."""
+    return batch
 
 
 class AutoencoderDataModule(L.LightningDataModule):
@@ -84,7 +104,9 @@ class AutoencoderDataModule(L.LightningDataModule):
         seed: int = 0,
         eval_batch_size: int | None = None,
         device: str | torch.device | None = None,
+        on_training_device: bool = False,
     ) -> None:
+        """`device` pins the tensors to one device; `on_training_device` puts them on the trainer's root device."""
         super().__init__()
         self.data = data
         self.batch_size = batch_size
@@ -92,6 +114,7 @@ class AutoencoderDataModule(L.LightningDataModule):
         self.corruption = corruption
         self.seed = seed
         self.resident_device = torch.device(device) if device else None
+        self.on_training_device = on_training_device
         self.tensors: dict[str, Tensor] = {}
         self._generators: dict[torch.device, torch.Generator] = {}
 
@@ -103,12 +126,29 @@ class AutoencoderDataModule(L.LightningDataModule):
     def n_features(self) -> int:
         return self.data.n_features
 
+    def target_device(self) -> torch.device:
+        if self.resident_device is not None:
+            return self.resident_device
+        if self.on_training_device and self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cpu")
+
     def setup(self, stage: str | None = None) -> None:
-        if self.tensors:
+        """Move the splits once, when the trainer knows its device (each DDP process calls this for itself)."""
+        device = self.target_device()
+        if self.tensors and self.tensors["train"].device == device:
             return
-        device = self.resident_device or torch.device("cpu")
         for name in ("train", "val", "test"):
             self.tensors[name] = torch.from_numpy(np.ascontiguousarray(self.data.split(name).x)).to(device)
+
+    def per_rank_batch_size(self, batch_size: int, world: int) -> int:
+        """The global batch split evenly over the ranks (see the module docstring)."""
+        if batch_size % world:
+            raise ConfigError(
+                f"train.batch_size: {batch_size} is the global batch and must be divisible by the number of "
+                f"processes ({world}); use a multiple of {world}"
+            )
+        return batch_size // world
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -118,8 +158,10 @@ class AutoencoderDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         rank, world = self._rank_world()
-        sampler = IndexBatches(len(self.tensors[split]), batch_size, shuffle, self.seed, rank, world)
-        return DataLoader(TensorRows(self.tensors[split]), sampler=sampler, batch_size=None, num_workers=0)
+        x = self.tensors[split]
+        per_rank = self.per_rank_batch_size(batch_size, world) if split == "train" else batch_size
+        sampler = IndexBatches(len(x), per_rank, shuffle, self.seed, rank, world, device=x.device)
+        return DataLoader(TensorRows(x), sampler=sampler, batch_size=None, num_workers=0, collate_fn=_as_is)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)
@@ -153,6 +195,11 @@ class AutoencoderDataModule(L.LightningDataModule):
         if self.corruption is None:
             return x
         return self.corruption(x, self.corruption_generator(x.device, split, epoch, batch))
+
+    def transfer_batch_to_device(self, batch: tuple[Tensor, int], device: torch.device, dataloader_idx: int):
+        """Resident batches are on the device already; others move their one tensor (no collection walk)."""
+        x, number = batch
+        return (x if x.device == device else x.to(device, non_blocking=True)), number
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, int], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         x, number = batch

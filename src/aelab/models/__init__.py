@@ -46,6 +46,7 @@ def module_options(
         "weight_decay": params.train.weight_decay,
         "optimizer": params.train.optimizer,
         "seed": params.seed,
+        "check_finite_every_n_steps": params.train.check_finite_every_n_steps,
     }
     if isinstance(cfg, SparseConfig):
         options.update(rho=cfg.rho, beta=cfg.beta)

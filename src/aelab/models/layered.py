@@ -53,4 +53,4 @@ class LayeredAutoencoder(AutoencoderModule):
 
     def log_code_statistics(self, stage: str, code: Tensor, n: int) -> None:
         if self.sparse:
-            self.log(f"{stage}/mean_activation", code.detach().mean(), on_step=False, on_epoch=True, batch_size=n)
+            self.accumulate(stage, "mean_activation", code.detach().mean(), n)

@@ -30,4 +30,4 @@ class SparseAutoencoder(AutoencoderModule):
         return {"sparsity": self.hparams.beta * kl_sparsity(self.hparams.rho, rho_hat)}
 
     def log_code_statistics(self, stage: str, code: Tensor, n: int) -> None:
-        self.log(f"{stage}/mean_activation", code.detach().mean(), on_step=False, on_epoch=True, batch_size=n)
+        self.accumulate(stage, "mean_activation", code.detach().mean(), n)

@@ -8,11 +8,13 @@ weights): an interrupted run resumes inside the phase it was in and skips the fi
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from aelab.config import Params, validate_params
 from aelab.data.datamodule import AutoencoderDataModule
@@ -31,19 +33,23 @@ def pretrain_layers(
     logger: Any,
     ckpt_dir: Path,
     skip: bool = False,
+    restart: bool = False,
 ) -> int:
     """Train the layers of `module` one by one, in place; returns the pre-training epochs (layers x epochs).
 
     `skip`: fine-tuning has already started (its checkpoint holds the pre-trained weights), count the epochs only.
+    `restart`: ignore earlier phases (a finished run repeated, or `train.resume: false`); rank zero deletes them.
     """
     epochs = params.variant(variant).pretrain_epochs
     if skip:
         return module.n_layers * epochs
     folder = ckpt_dir / "pretrain"
+    if restart and rank_zero_only.rank == 0:
+        shutil.rmtree(folder, ignore_errors=True)
     for index in range(module.n_layers):
         name = f"layer{index + 1}"
         finished = folder / f"{name}.pt"
-        if finished.exists():
+        if finished.exists() and not restart:
             module.load_state_dict(torch.load(finished, map_location="cpu", weights_only=True))
             continue
         phase = GreedyLayerModule(module, index)
@@ -52,7 +58,7 @@ def pretrain_layers(
         try:
             with warnings.catch_warnings():  # the frozen layers are in eval mode on purpose
                 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-                trainer.fit(phase, dm, ckpt_path=last if last.exists() else None)
+                trainer.fit(phase, dm, ckpt_path=last if last.exists() and not restart else None)
         finally:
             module.requires_grad_(True)
         if trainer.interrupted:

@@ -3,6 +3,10 @@
 Checkpoints go to `data/checkpoints/<variant>/<params digest>/`, outside DVC's outputs, so an interrupted or
 failed run is resumed (same data order, noise and dropout) instead of lost; the finished model goes to
 `data/models/<variant>/`.
+
+Distributed runs (Lightning DDP on one machine, torchrun or SLURM across nodes) execute this whole function in
+every process; everything written outside Lightning (run.json, the model folder, MLflow artifacts) is written by
+global rank zero only, and the non-zero ranks never create an MLflow run.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerStatus
 from rich.console import Console
 
 from aelab.config import Params, flatten
@@ -46,7 +51,13 @@ class TrainResult:
 def build_datamodule(params: Params, variant: str, data: PreparedData) -> AutoencoderDataModule:
     cfg = params.variant(variant)
     corruption = build_corruption(cfg.corruption) if hasattr(cfg, "corruption") else None  # denoising, deep variants
-    return AutoencoderDataModule(data, batch_size=params.train.batch_size, corruption=corruption, seed=params.seed)
+    return AutoencoderDataModule(
+        data,
+        batch_size=params.train.batch_size,
+        corruption=corruption,
+        seed=params.seed,
+        on_training_device=params.train.data_on_device,
+    )
 
 
 def checkpoint_dir(params: Params, variant: str, data: PreparedData) -> Path:
@@ -61,19 +72,50 @@ def checkpoint_dir(params: Params, variant: str, data: PreparedData) -> Path:
     return CHECKPOINTS_DIR / variant / digest
 
 
+class FreshStart(L.Callback):
+    """Empties the checkpoint folder of a finished run once every process has decided not to resume from it.
+
+    Runs in `setup`, after the process group exists, so that under torchrun/SLURM (all ranks starting at once) no
+    rank deletes files another rank is still looking at.
+    """
+
+    def __init__(self, ckpt_dir: Path, enabled: bool) -> None:
+        self.ckpt_dir, self.enabled = ckpt_dir, enabled
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or not self.enabled:
+            return
+        trainer.strategy.barrier("aelab-fresh-start")
+        if trainer.is_global_zero:
+            for path in self.ckpt_dir.glob("*.ckpt"):
+                path.unlink()
+            (self.ckpt_dir / COMPLETE_MARKER).unlink(missing_ok=True)
+        trainer.strategy.barrier("aelab-fresh-start-done")
+
+
 def build_trainer(
-    params: Params, ckpt_dir: Path, logger: Any, max_epochs: int | None = None, monitor: str = "val/loss"
+    params: Params,
+    ckpt_dir: Path | None,
+    logger: Any,
+    max_epochs: int | None = None,
+    callbacks: list[L.Callback] | None = None,
+    monitor: str = "val/loss",
+    **overrides: Any,
 ) -> L.Trainer:
+    """The Trainer every path uses (training, tuning, `aelab bench`, pre-training phases with their own `monitor`);
+    `ckpt_dir=None` disables checkpoints."""
     # Lightning resets its loggers to INFO on import; its hardware banners and tips are noise in a pipeline log.
     for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     t = params.train
-    callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_last=True)
-    ]
+    callbacks = list(callbacks or [])
+    if ckpt_dir is not None:
+        callbacks.append(
+            ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_last=True)
+        )
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=t.early_stopping_patience))
-    return L.Trainer(
+    options: dict[str, Any] = dict(
         max_epochs=max_epochs or t.max_epochs,
         accelerator=t.accelerator,
         devices=t.devices,
@@ -88,7 +130,12 @@ def build_trainer(
         default_root_dir=ckpt_dir,
         enable_progress_bar=t.progress_bar,
         enable_model_summary=False,
+        enable_checkpointing=ckpt_dir is not None,
+        # The DataModule shards its epoch permutation per rank itself; a DistributedSampler would shard it again.
+        use_distributed_sampler=False,
     )
+    options.update(overrides)
+    return L.Trainer(**options)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -100,7 +147,7 @@ def log_artifacts(run_id: str, params: Params, module: AutoencoderModule, dm: Au
     import mlflow
     from mlflow.models import infer_signature
 
-    clean = dm.tensors["test"][:8]
+    clean = torch.from_numpy(dm.data.test.x[:8].copy())  # on CPU, and set up also after ddp_spawn
     corrupted = dm.corrupt(clean, "test", 0, 0)
     with torch.no_grad():
         recon = module.eval()(module.model_input(corrupted, clean))
@@ -143,22 +190,44 @@ def train_variant(
     ckpt_dir = checkpoint_dir(params, variant, data)
     resume = ckpt_dir / "last.ckpt"
     state_file = ckpt_dir / "run.json"
-    if (ckpt_dir / COMPLETE_MARKER).exists():  # a finished run being repeated starts afresh
-        shutil.rmtree(ckpt_dir)
-    previous = _read_json(state_file)
-    tags = {**run_tags(variant, f"train@{variant}"), **(extra_tags or {})}
-    logger = mlflow_logger(params.tracking, run_name or variant, tags, previous.get("run_id"))
-    trainer = build_trainer(params, ckpt_dir, logger, max_epochs=getattr(cfg, "max_epochs", None))
-    if trainer.is_global_zero:
+    # Every process takes the same decision from the same files; rank zero clears them later (`FreshStart`).
+    finished = (ckpt_dir / COMPLETE_MARKER).exists()
+    fresh = finished or not params.train.resume or not resume.exists()
+    previous = {} if finished or not params.train.resume else _read_json(state_file)
+    is_zero = rank_zero_only.rank == 0
+    # Only rank zero opens the tracking store: under torchrun/SLURM all ranks start together, and two processes
+    # initialising one SQLite store at once fail ("table ... already exists").
+    logger: Any = False
+    if is_zero:
+        tags = {**run_tags(variant, f"train@{variant}"), **(extra_tags or {})}
+        logger = mlflow_logger(params.tracking, run_name or variant, tags, previous.get("run_id"))
+    trainer = build_trainer(
+        params, ckpt_dir, logger, getattr(cfg, "max_epochs", None), callbacks=[FreshStart(ckpt_dir, enabled=fresh)]
+    )
+    if is_zero and trainer.is_global_zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if previous.get("run_id"):
+            logger.experiment.update_run(logger.run_id, status="RUNNING")  # continued, not duplicated
         state_file.write_text(json.dumps({"run_id": logger.run_id}))
-        logger.log_hyperparams(flatten(params))
+        # The global batch is `train.batch_size`, split over `world_size` processes (see AutoencoderDataModule).
+        logger.log_hyperparams({**flatten(params), "world_size": trainer.world_size})
+    if not fresh and is_zero:
+        Console(stderr=True).print(f"{variant}: resuming from {resume} (MLflow run {previous.get('run_id')})")
     pretrain_epochs = 0
     if getattr(cfg, "pretrain", False):  # stacked variants: greedy layer-wise phases first (each resumable)
         from aelab.stages.pretrain import pretrain_layers
 
-        pretrain_epochs = pretrain_layers(params, variant, module, dm, logger, ckpt_dir, skip=resume.exists())
-    trainer.fit(module, dm, ckpt_path=resume if resume.exists() else None)
+        restart = finished or not params.train.resume
+        pretrain_epochs = pretrain_layers(
+            params, variant, module, dm, logger, ckpt_dir, skip=not fresh, restart=restart
+        )
+    fit_module = torch.compile(module) if params.train.compile else module
+    try:
+        trainer.fit(fit_module, dm, ckpt_path=None if fresh else resume)
+    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after saving nothing: say how to resume
+        if trainer.state.status == TrainerStatus.INTERRUPTED:
+            raise KeyboardInterrupt from None
+        raise
     if trainer.interrupted:
         raise AelabError(f"{variant}: training interrupted; run the same command again to resume from {ckpt_dir}")
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -168,16 +237,21 @@ def train_variant(
     metrics = {k: float(v) for k, v in sorted(tested.items())}
     metrics["best_epoch"] = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"]) if best else -1
     metrics["epochs"] = int(trainer.current_epoch)
+    if metrics["epochs"] == 0 and resume.exists():  # ddp_spawn trains in child processes: ask the checkpoint
+        metrics["epochs"] = int(torch.load(resume, map_location="cpu", weights_only=False)["epoch"]) + 1
     if hasattr(cfg, "pretrain"):
         metrics["total_epochs"] = pretrain_epochs + metrics["epochs"]
     if getattr(cfg, "compare_scratch", False) and pretrain_epochs:
         from aelab.stages.pretrain import scratch_baseline
 
-        scratch = scratch_baseline(params, variant, data, out, int(metrics["total_epochs"]), logger.run_id)
+        scratch = scratch_baseline(
+            params, variant, data, out, int(metrics["total_epochs"]), logger.run_id if logger else ""
+        )
         metrics.update(scratch)
-        logger.log_metrics({k: v for k, v in scratch.items() if k.startswith("scratch/test/")})
+        if logger:
+            logger.log_metrics({k: v for k, v in scratch.items() if k.startswith("scratch/test/")})
     module = module.cpu().eval()
-    if trainer.is_global_zero:
+    if is_zero and trainer.is_global_zero:
         folder = out / variant
         folder.mkdir(parents=True, exist_ok=True)
         save_model(module, folder / "model.pt")
@@ -185,10 +259,12 @@ def train_variant(
         (folder / "run.json").write_text(json.dumps({"run_id": logger.run_id, "tracking_uri": logger._tracking_uri}))
         log_artifacts(logger.run_id, params, module, dm, folder)
         (ckpt_dir / COMPLETE_MARKER).touch()
-    return TrainResult(module, metrics, logger.run_id)
+    return TrainResult(module, metrics, logger.run_id if logger else None)
 
 
 def main(params: Params, variant: str) -> None:
     result = train_variant(params, variant, load_prepared(PREPARED_DIR))
+    if result.run_id is None:  # a non-zero DDP rank: rank zero reports
+        return
     summary = ", ".join(f"{k} {v:.5g}" for k, v in result.metrics.items())
     Console(stderr=True).print(f"trained {variant}: {summary} (MLflow run {result.run_id})")
