@@ -133,6 +133,22 @@ def test_conv_with_sparsity_has_sigmoid_code_penalty_and_sees_corrupted_input() 
 
 
 # ---- greedy layer-wise pre-training ---------------------------------------------------------------------------------
+def test_sparse_stacked_phases_penalise_each_layer_and_see_the_corrupted_input() -> None:
+    params = make_params(stacked={"hidden_dims": [32, 16], "sparsity": {"rho": 0.05, "beta": 1.0}})
+    module = build_module(params, "stacked", 64)
+    clean = torch.rand(16, 64)
+    corrupted = torch.zeros_like(clean)
+    for index in range(module.n_layers):
+        phase = GreedyLayerModule(module, index)
+        terms = phase.losses((clean, clean))
+        assert set(terms) == {"recon", "sparsity"} and terms["sparsity"] > 0
+        code = phase.encoder(phase.below(clean))
+        assert ((code > 0) & (code < 1)).all(), "sparse stacked layers are sigmoid units"
+        # A corrupted input changes the loss (the phase encodes it); the target stays the clean code.
+        assert not torch.equal(phase.losses((corrupted, clean))["recon"], terms["recon"])
+    module.requires_grad_(True)
+
+
 def layer_loss(module, index: int, data: PreparedData) -> float:
     """Layer `index`'s own reconstruction loss (as its pre-training phase defines it) on the validation split."""
     phase = GreedyLayerModule(module, index).eval()
