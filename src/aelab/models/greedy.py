@@ -12,9 +12,10 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from aelab.errors import TrainingError
 from aelab.models.base import AutoencoderModule
 from aelab.models.layered import LayeredAutoencoder
 from aelab.models.sparse import kl_sparsity
@@ -36,6 +37,8 @@ class GreedyLayerModule(L.LightningModule):
         self.sparse = owner.layer_is_sparse(index)
         self.prefix = f"pretrain/layer{index + 1}"
         self.val_loss = MeanMetric()
+        # Epoch means of the training terms, logged once per epoch (per-step `self.log` is costly; see base.py).
+        self.train_means = nn.ModuleDict()
 
     @property
     def monitor(self) -> str:
@@ -65,16 +68,27 @@ class GreedyLayerModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         torch.manual_seed(self.hparams.seed * 7919 + 100_003 * (self.index + 1) + self.current_epoch)
+        for metric in self.train_means.values():
+            metric.reset()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         terms = self.losses(batch)
         loss = sum(terms.values())
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"{self.prefix}: loss became {loss.item()} at epoch {self.current_epoch}; try a lower train.lr"
+            )
         n = batch[1].shape[0]
-        self.log(f"{self.prefix}/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        if len(terms) > 1:
-            for name, value in terms.items():
-                self.log(f"{self.prefix}/{name}", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        for name, value in {"loss": loss, **(terms if len(terms) > 1 else {})}.items():
+            if name not in self.train_means:
+                self.train_means[name] = MeanMetric().to(value.device)
+            self.train_means[name].update(value.detach(), weight=n)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # torchmetrics' compute() reduces across DDP ranks: the logged means are global.
+        means = {f"{self.prefix}/{name}": metric.compute() for name, metric in self.train_means.items()}
+        self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.val_loss.update(sum(self.losses(batch).values()), weight=batch[1].shape[0])
