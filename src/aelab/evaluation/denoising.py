@@ -37,10 +37,15 @@ def corrupt(clean: np.ndarray, cfg: CorruptionConfig, seed: int) -> np.ndarray:
     return corruption(torch.from_numpy(np.ascontiguousarray(clean, dtype=np.float32)), generator).numpy()
 
 
-def ssim_kernel_size(image_shape: tuple[int, int, int]) -> int:
-    """The usual 11x11 Gaussian window, shrunk (odd, at most half the image side) for small images like 8x8 digits."""
-    side = min(image_shape[1:])
-    return max(3, min(11, (side // 2) - (1 - (side // 2) % 2)))
+def ssim_window(image_shape: tuple[int, int, int]) -> tuple[int, float]:
+    """The usual 11x11 Gaussian window (sigma 1.5), shrunk for small images such as the 8x8 digits.
+
+    The side is the largest odd number up to half the image side (at least 3); sigma shrinks with it, since
+    torchmetrics sizes a Gaussian window from sigma (3.5 sigma each side).
+    """
+    half = min(image_shape[1:]) // 2
+    kernel = max(3, min(11, half if half % 2 else half - 1))
+    return kernel, 1.5 * (kernel - 1) / 10
 
 
 def image_quality(
@@ -52,12 +57,11 @@ def image_quality(
     if image_shape is None:
         return {"psnr": float(peak_signal_noise_ratio(preds, target, data_range=1.0))}
     preds, target = preds.reshape(-1, *image_shape), target.reshape(-1, *image_shape)
+    kernel, sigma = ssim_window(image_shape)
     return {
         "psnr": float(peak_signal_noise_ratio(preds, target, data_range=1.0)),
         "ssim": float(
-            structural_similarity_index_measure(
-                preds, target, data_range=1.0, kernel_size=ssim_kernel_size(image_shape)
-            )
+            structural_similarity_index_measure(preds, target, data_range=1.0, kernel_size=kernel, sigma=sigma)
         ),
     }
 
