@@ -92,7 +92,7 @@ def evaluate_classification(
         fig = classification.confusion_figure(data.test.y, found.predictions, f"{method}: linear probe on test")
         outputs.figure(fig, f"classification/confusion_{method}.png", (method,))
     table = pd.DataFrame(per_class).rename_axis("class").reset_index()
-    outputs.table(table, "classification/per_class_accuracy.csv")
+    outputs.table(table, "tables/classification_per_class.csv")
     return results
 
 
@@ -157,7 +157,7 @@ def evaluate_oneclass(params: Params, data: PreparedData, outputs: Outputs) -> d
     found = oneclass.run_oneclass(params, data)
     table = pd.DataFrame(found.rows)
     table["method"] = table["method"].replace({"autoencoder": cfg.variant})
-    outputs.table(table, "oneclass/per_class.csv", (cfg.variant,))
+    outputs.table(table, "tables/oneclass_per_class.csv", (cfg.variant,))
     outputs.table(pd.DataFrame(oneclass.mean_roc(found, cfg.roc_points)), "oneclass/roc.csv", (cfg.variant,))
     outputs.figure(oneclass.roc_figure(found, cfg.variant), "oneclass/roc.png", (cfg.variant,))
     return {cfg.variant: found.metrics("autoencoder"), "pca": found.metrics("pca")}
