@@ -16,7 +16,6 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import joblib
 import numpy as np
@@ -25,6 +24,7 @@ import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from rich.console import Console
+from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
 from aelab.config import Params
@@ -108,7 +108,8 @@ def evaluate_tsne(params: Params, data: PreparedData, all_codes: dict[str, dict]
     return results
 
 
-def pca_denoiser(codes_dir: Path) -> AutoencoderReducer | Any | None:
+def pca_denoiser(codes_dir: Path) -> PCA | None:
+    """The pipeline's fitted PCA (saved by `reduce --method pca`), if PCA is among the methods."""
     path = codes_dir / "pca" / PCA_MODEL
     return joblib.load(path) if path.exists() else None
 
