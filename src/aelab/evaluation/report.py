@@ -168,14 +168,20 @@ def provenance(results: dict[str, Any]) -> str:
     wall = results.get("wall_seconds", {})
     machine = results.get("machine", {})
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in wall.items() if k != "total")
+    settings = {o.partition("=")[0]: o for o in results.get("overrides", [])}  # the last of a repeated key wins
     return "\n".join(
         [
             f"- command: `{results.get('command', '?')}` (seed {results.get('seed', '?')})",
             f"- autoencoder {ae.get('hidden_dims')}: {ae.get('epochs_run')} epochs run "
             f"(max {ae.get('max_epochs')}, best epoch {ae.get('best_epoch')})",
-            f"- settings: {', '.join(f'`{o}`' for o in results.get('overrides', []))}",
+            f"- settings: {', '.join(f'`{o}`' for o in settings.values())}",
             f"- wall time {wall.get('total', 0) / 60:.1f} min on {machine.get('cpus', '?')} CPUs "
-            f"({machine.get('torch_threads', '?')} torch threads, shared): {steps}",
+            f"({machine.get('torch_threads', '?')} torch threads, shared): {steps}"
+            + (
+                f" (reused from the run before: {', '.join(results['reused_steps'])})"
+                if results.get("reused_steps")
+                else ""
+            ),
         ]
     )
 
