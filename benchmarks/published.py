@@ -34,7 +34,7 @@ DEFAULTS = [
     "evaluate.oneclass.hidden_dims=[128, 32]",
     "evaluate.oneclass.max_epochs=30",
 ]
-EPOCHS = {"mnist": 20, "fashion-mnist": 5}
+EPOCHS = {"mnist": 20, "fashion-mnist": 3}
 
 
 def shared_data() -> Path:
@@ -44,7 +44,7 @@ def shared_data() -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=sorted(EPOCHS))
-    parser.add_argument("--epochs", type=int, default=None, help="autoencoder epochs (default: mnist 20, fashion 5)")
+    parser.add_argument("--epochs", type=int, default=None, help="autoencoder epochs (default: mnist 20, fashion 3)")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default benchmarks/work/<dataset>)")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/<dataset>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
