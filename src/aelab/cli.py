@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     reduce.add_argument("--method", required=True, choices=[*VARIANTS, "pca"])
     sub.add_parser("evaluate", parents=[common], help="compare the codes: reconstruction, linear probe")
     _add_bench(sub, common)
+    report = sub.add_parser("report", help="the metrics (or benchmark results) as Markdown tables")
+    report.add_argument("--metrics", default="data/metrics.json", help="metrics file (default: data/metrics.json)")
+    report.add_argument(
+        "--results", action="append", default=[], metavar="FILE", help="benchmark results JSON (repeatable)"
+    )
+    report.add_argument("--output", default=None, help="write the Markdown here instead of printing it")
     return parser
 
 
@@ -81,6 +87,17 @@ def run(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "bench":
         _bench(args)
+        return
+    if args.command == "report":  # reads result files only, no params
+        from pathlib import Path
+
+        from aelab.evaluation.report import report
+
+        text = report(Path(args.metrics), [Path(p) for p in args.results])
+        if args.output:
+            Path(args.output).write_text(text)
+        else:
+            print(text, end="")
         return
     params = load_params(args.params, args.overrides)
     if args.command == "prepare":

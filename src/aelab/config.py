@@ -228,9 +228,66 @@ class ReduceConfig(Section):
     formats: Annotated[list[Literal["npz", "csv", "parquet"]], Field(min_length=1)] = ["npz", "csv"]
 
 
+class TsneConfig(Section):
+    """The 2-D map of the test codes (skipped where the code size is 2: the codes are drawn as they are)."""
+
+    max_samples: PositiveInt = 1000
+    """A seeded random subset of the test split, so the cost stays bounded on large datasets."""
+    perplexity: Annotated[float, Field(gt=0.0)] = 30.0
+    max_iter: Annotated[int, Field(ge=250)] = 500
+
+
+class OneClassConfig(Section):
+    """One-class classification: per class, a model trained on that class only scores every test sample."""
+
+    variant: Literal["undercomplete", "sparse", "denoising"] = "undercomplete"
+    classes: list[Annotated[int, Field(ge=0)]] | None = None
+    """The normal classes to run, each on its own; empty means every class of the training labels."""
+    hidden_dims: list[PositiveInt] | None = None
+    """Encoder widths of the per-class models; empty means the variant's `hidden_dims`."""
+    max_epochs: PositiveInt = 30
+    threshold_percentile: Annotated[float, Field(gt=0.0, le=100.0)] = 95.0
+    """The anomaly threshold: this percentile of the scores of the normal-only validation samples."""
+    pca_components: PositiveInt | None = None
+    """Size of the PCA baseline per class; empty means the per-class model's code size."""
+    roc_points: Annotated[int, Field(ge=3)] = 101
+    """False-positive-rate grid on which the per-class ROC curves are averaged for the DVC plot."""
+
+
+class DenoisingEvalConfig(Section):
+    """Corruptions applied to the clean test data; each one is scored separately."""
+
+    corruptions: list[CorruptionConfig] = Field(
+        default_factory=lambda: [
+            GaussianNoiseConfig(kind="gaussian", sigma=0.1),
+            GaussianNoiseConfig(kind="gaussian", sigma=0.3),
+            SaltAndPepperConfig(kind="salt_pepper", ratio=0.1),
+            MaskingConfig(kind="masking", p=0.3),
+        ]
+    )
+    grid_samples: PositiveInt = 8
+
+
+class SparsityEvalConfig(Section):
+    """Diagnostics of sigmoid code units (variants with a target `rho`)."""
+
+    active_threshold: Probability = 0.1
+    """A unit counts as active on a sample above this activation; dead: never active, always-on: always."""
+    max_features: PositiveInt = 64
+    """How many first-layer weight vectors to draw as images."""
+
+
 class EvaluateConfig(Section):
     probe_max_iter: PositiveInt = 2000
     probe_c: Annotated[float, Field(gt=0.0)] = 1.0
+    knn_neighbors: PositiveInt = 5
+    num_threads: PositiveInt | None = 1
+    """CPU threads for torch and BLAS/OpenMP: the default digits models are so small that one thread is
+    several times faster than two fighting over shared cores; empty keeps the libraries' defaults."""
+    tsne: TsneConfig = TsneConfig()
+    oneclass: OneClassConfig = OneClassConfig()
+    denoising: DenoisingEvalConfig = DenoisingEvalConfig()
+    sparsity: SparsityEvalConfig = SparsityEvalConfig()
 
 
 class Params(Section):

@@ -1,70 +1,250 @@
-"""`aelab evaluate`: what the codes are good for, per method and for PCA and the raw inputs.
+"""`aelab evaluate`: what the codes are good for, per method, against PCA and the raw inputs.
 
-Metrics (one JSON file declared under `metrics:` in dvc.yaml):
-- `recon_mse`: per-pixel test reconstruction MSE; `recon_sse`: summed squared error per test sample;
-- `probe_accuracy`: logistic regression fitted on train codes, scored on test codes.
+Reads `data/prepared`, `data/codes/<method>` (from `reduce`) and `data/models/<variant>` (from `train`);
+writes `data/metrics.json` (the one metrics file in dvc.yaml) and the tables and figures in `data/evaluation/`,
+and logs both to each variant's MLflow run. Metric keys per method (see `aelab.evaluation` for each concern):
+- `recon_mse`, `recon_sse` (summed over features, mean over samples), `explained_variance`, `code/*`;
+- `probe_accuracy` (logistic regression), `knn_accuracy`, `tsne/trustworthiness`;
+- `denoise/<corruption>/{psnr,ssim}` (under `raw`: the corrupted input itself);
+- `sparsity/*` for sigmoid-code variants; `oneclass/*` for the one-class variant and its PCA baseline.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import joblib
 import numpy as np
+import pandas as pd
+import torch
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
 from rich.console import Console
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.decomposition import PCA
+from threadpoolctl import threadpool_limits
 
 from aelab.config import Params
 from aelab.data.prepared import PreparedData, load_prepared
 from aelab.errors import DataError
-from aelab.paths import CODES_DIR, METRICS_FILE, PREPARED_DIR
+from aelab.evaluation import classification, denoising, oneclass, reduction, sparsity, tsne
+from aelab.paths import CODES_DIR, EVALUATION_DIR, METRICS_FILE, MODELS_DIR, PREPARED_DIR
+from aelab.plots import image_grid
+from aelab.reducers import AutoencoderReducer
+
+PCA_MODEL = "pca.joblib"
 
 
-def probe_accuracy(params: Params, train_x, train_y, test_x, test_y) -> float:
-    probe = make_pipeline(
-        StandardScaler(),
-        LogisticRegression(
-            C=params.evaluate.probe_c, max_iter=params.evaluate.probe_max_iter, random_state=params.seed
-        ),
-    )
-    probe.fit(train_x, train_y)
-    return float(probe.score(test_x, test_y))
+class Outputs:
+    """Collects figures and tables under `data/evaluation/` and remembers which method each belongs to."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.by_method: dict[str, list[Path]] = {}
+
+    def path(self, relative: str, methods: tuple[str, ...] = ("all",)) -> Path:
+        target = self.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for method in methods:
+            self.by_method.setdefault(method, []).append(target)
+        return target
+
+    def figure(self, fig: Figure, relative: str, methods: tuple[str, ...] = ("all",)) -> None:
+        fig.savefig(self.path(relative, methods), dpi=90)
+        plt.close(fig)
+
+    def table(self, frame: pd.DataFrame, relative: str, methods: tuple[str, ...] = ("all",)) -> None:
+        frame.to_csv(self.path(relative, methods), index=False, float_format="%.6g")
 
 
-def reconstruction_errors(clean: np.ndarray, reconstruction: np.ndarray) -> dict[str, float]:
-    squared = (reconstruction.astype(np.float64) - clean.astype(np.float64)) ** 2
-    return {"recon_mse": float(squared.mean()), "recon_sse": float(squared.sum(axis=1).mean())}
-
-
-def evaluate_method(params: Params, folder: Path, data: PreparedData) -> dict[str, float]:
-    with np.load(folder / "codes.npz") as codes:
-        metrics = reconstruction_errors(data.test.x, codes["test_reconstruction"])
-        metrics["code_dim"] = int(codes["train_codes"].shape[1])
-        if data.train.y is not None:
-            metrics["probe_accuracy"] = probe_accuracy(
-                params, codes["train_codes"], data.train.y, codes["test_codes"], data.test.y
-            )
-    return metrics
-
-
-def evaluate(params: Params, data: PreparedData, codes_dir: Path = CODES_DIR) -> dict[str, dict[str, float]]:
+def find_methods(codes_dir: Path) -> list[str]:
     methods = sorted(p.name for p in codes_dir.iterdir() if (p / "codes.npz").exists()) if codes_dir.exists() else []
     if not methods:
         raise DataError(f"{codes_dir}: no codes found; run `aelab reduce` first")
-    results = {method: evaluate_method(params, codes_dir / method, data) for method in methods}
-    if data.train.y is not None:
-        results["raw"] = {
-            "probe_accuracy": probe_accuracy(params, data.train.x, data.train.y, data.test.x, data.test.y)
-        }
+    return methods
+
+
+def load_codes(folder: Path) -> dict[str, np.ndarray]:
+    with np.load(folder / "codes.npz") as archive:
+        return {k: archive[k] for k in archive.files}
+
+
+def evaluate_reduction(data: PreparedData, codes: dict[str, np.ndarray]) -> dict[str, float]:
+    metrics = reduction.reconstruction_errors(data.test.x, codes["test_reconstruction"])
+    metrics["explained_variance"] = reduction.explained_variance(data.test.x, codes["test_reconstruction"])
+    metrics["code_dim"] = int(codes["train_codes"].shape[1])
+    metrics.update(reduction.code_statistics(codes["test_codes"]))
+    return metrics
+
+
+def evaluate_classification(
+    params: Params, data: PreparedData, features: dict[str, tuple[np.ndarray, np.ndarray]], outputs: Outputs
+) -> dict[str, dict[str, float]]:
+    """Probe and kNN per method (`features`: method -> (train, test) arrays), per-class table, confusion PNGs."""
+    results, per_class = {}, {}
+    for method, (train_x, test_x) in features.items():
+        found = classification.classify(params.evaluate, params.seed, train_x, data.train.y, test_x, data.test.y)
+        results[method] = found.metrics
+        per_class[method] = found.per_class_accuracy
+        fig = classification.confusion_figure(data.test.y, found.predictions, f"{method}: linear probe on test")
+        outputs.figure(fig, f"classification/confusion_{method}.png", (method,))
+    table = pd.DataFrame(per_class).rename_axis("class").reset_index()
+    outputs.table(table, "tables/classification_per_class.csv")
     return results
 
 
+def evaluate_tsne(params: Params, data: PreparedData, all_codes: dict[str, dict], outputs: Outputs) -> dict:
+    keep = tsne.subsample(len(data.test.x), params.evaluate.tsne.max_samples, params.seed)
+    labels = data.test.y[keep] if data.test.y is not None else None
+    results = {}
+    for method, codes in all_codes.items():
+        points, metrics = tsne.embed(codes["test_codes"][keep], params.evaluate.tsne, params.seed)
+        results[method] = metrics
+        how = "codes" if codes["test_codes"].shape[1] == 2 else "t-SNE of the test codes"
+        outputs.figure(tsne.scatter_figure(points, labels, f"{method}: {how}"), f"tsne/{method}.png", (method,))
+    return results
+
+
+def pca_denoiser(codes_dir: Path) -> PCA | None:
+    """The pipeline's fitted PCA (saved by `reduce --method pca`), if PCA is among the methods."""
+    path = codes_dir / "pca" / PCA_MODEL
+    return joblib.load(path) if path.exists() else None
+
+
+def evaluate_denoising(
+    params: Params, data: PreparedData, models: dict[str, AutoencoderReducer], codes_dir: Path, outputs: Outputs
+) -> dict[str, dict[str, float]]:
+    denoisers = {name: model.reconstruct for name, model in models.items()}
+    pca = pca_denoiser(codes_dir)
+    if pca is not None:
+        denoisers["pca"] = lambda x: pca.inverse_transform(pca.transform(x))
+    cfg = params.evaluate.denoising
+    metrics, samples = denoising.evaluate_denoisers(
+        data.test.x, list(cfg.corruptions), denoisers, data.image_shape, params.seed
+    )
+    for name, rows in samples.items():
+        fig = image_grid({k: v[: cfg.grid_samples] for k, v in rows.items()}, data.image_shape, f"denoising: {name}")
+        outputs.figure(fig, f"denoising/{name}.png")
+    return metrics
+
+
+def evaluate_sparsity(
+    params: Params, data: PreparedData, models: dict[str, AutoencoderReducer], all_codes: dict, outputs: Outputs
+) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    for name, model in models.items():
+        module = model.module_
+        rho = module.hparams.get("rho")
+        if rho is not None and name in all_codes:
+            metrics, rho_hat = sparsity.unit_statistics(all_codes[name]["test_codes"], rho, params.evaluate.sparsity)
+            results[name] = metrics
+            fig = sparsity.histogram_figure(rho_hat, rho, f"{name}: mean activation per code unit")
+            outputs.figure(fig, f"sparsity/{name}_activations.png", (name,))
+        if data.image_shape is not None:
+            weights = sparsity.first_layer_weights(module)
+            title = f"{name}: first-layer weights ({min(len(weights), params.evaluate.sparsity.max_features)} units)"
+            fig = sparsity.features_figure(weights, data.image_shape, params.evaluate.sparsity.max_features, title)
+            outputs.figure(fig, f"features/{name}.png", (name,))
+    return results
+
+
+def evaluate_oneclass(params: Params, data: PreparedData, outputs: Outputs) -> dict[str, dict[str, float]]:
+    cfg = params.evaluate.oneclass
+    if data.train.y is None or cfg.classes == []:
+        return {}
+    found = oneclass.run_oneclass(params, data)
+    table = pd.DataFrame(found.rows)
+    table["method"] = table["method"].replace({"autoencoder": cfg.variant})
+    outputs.table(table, "tables/oneclass_per_class.csv", (cfg.variant,))
+    outputs.table(pd.DataFrame(oneclass.mean_roc(found, cfg.roc_points)), "oneclass/roc.csv", (cfg.variant,))
+    outputs.figure(oneclass.roc_figure(found, cfg.variant), "oneclass/roc.png", (cfg.variant,))
+    return {cfg.variant: found.metrics("autoencoder"), "pca": found.metrics("pca")}
+
+
+def merge(results: dict[str, dict[str, float]], extra: dict[str, dict[str, float]]) -> None:
+    for method, metrics in extra.items():
+        results.setdefault(method, {}).update(metrics)
+
+
+def evaluate(
+    params: Params,
+    data: PreparedData,
+    codes_dir: Path = CODES_DIR,
+    models_dir: Path = MODELS_DIR,
+    out: Path = EVALUATION_DIR,
+) -> tuple[dict[str, dict[str, float]], Outputs]:
+    if out.exists():
+        shutil.rmtree(out)  # a stage output: stale figures of removed methods must not linger
+    outputs = Outputs(out)
+    methods = find_methods(codes_dir)
+    all_codes = {method: load_codes(codes_dir / method) for method in methods}
+    models = {
+        m: AutoencoderReducer.load(models_dir / m / "model.pt")
+        for m in methods
+        if (models_dir / m / "model.pt").exists()
+    }
+    results = {method: evaluate_reduction(data, codes) for method, codes in all_codes.items()}
+    if data.train.y is not None:
+        features = {m: (c["train_codes"], c["test_codes"]) for m, c in all_codes.items()}
+        features["raw"] = (data.train.x, data.test.x)
+        merge(results, evaluate_classification(params, data, features, outputs))
+    merge(results, evaluate_tsne(params, data, all_codes, outputs))
+    merge(results, evaluate_denoising(params, data, models, codes_dir, outputs))
+    merge(results, evaluate_sparsity(params, data, models, all_codes, outputs))
+    merge(results, evaluate_oneclass(params, data, outputs))
+    return {m: dict(sorted(v.items())) for m, v in sorted(results.items())}, outputs
+
+
+def log_to_mlflow(params: Params, results: dict, outputs: Outputs, models_dir: Path, metrics_file: Path) -> list[str]:
+    """Each variant's metrics (as `eval/...`), its figures and the shared tables into its training run."""
+    import mlflow
+
+    from aelab.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(params.tracking))
+    logged = []
+    for method, metrics in results.items():
+        run_file = models_dir / method / "run.json"
+        if not run_file.exists():
+            continue
+        run_id = json.loads(run_file.read_text())["run_id"]
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics({f"eval/{k}": float(v) for k, v in metrics.items()})
+            for path in outputs.by_method.get(method, []) + outputs.by_method.get("all", []):
+                mlflow.log_artifact(str(path), artifact_path=str(path.parent.relative_to(outputs.root.parent)))
+            mlflow.log_artifact(str(metrics_file), artifact_path="evaluation")
+        logged.append(method)
+    return logged
+
+
+@contextmanager
+def thread_limit(n: int | None) -> Iterator[None]:
+    """Run torch and the BLAS/OpenMP pools (scikit-learn) on at most `n` threads; None changes nothing."""
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def main(params: Params) -> None:
-    results = evaluate(params, load_prepared(PREPARED_DIR))
+    with thread_limit(params.evaluate.num_threads):
+        results, outputs = evaluate(params, load_prepared(PREPARED_DIR))
     METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
     METRICS_FILE.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    logged = log_to_mlflow(params, results, outputs, MODELS_DIR, METRICS_FILE)
     console = Console(stderr=True)
+    headline = ("recon_sse", "explained_variance", "probe_accuracy", "knn_accuracy", "oneclass/auroc_mean")
     for method, metrics in results.items():
-        console.print(f"{method}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        console.print(f"{method}: " + ", ".join(f"{k} {metrics[k]:.4g}" for k in headline if k in metrics))
+    console.print(
+        f"metrics -> {METRICS_FILE}, figures -> {outputs.root}, MLflow runs of: {', '.join(logged) or 'none'}"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import joblib
 import numpy as np
 from rich.console import Console
 from sklearn.decomposition import PCA
@@ -58,6 +59,7 @@ def reduce(params: Params, method: str, data: PreparedData, out: Path = CODES_DI
     info = {"method": method, "code_dim": int(arrays["train_codes"].shape[1]), "n_features": data.n_features}
     if method == "pca":
         info["explained_variance"] = float(reducer.explained_variance_ratio_.sum())
+        joblib.dump(reducer, folder / "pca.joblib")  # the fitted PCA, for evaluate's denoising baseline
     (folder / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     return folder
 

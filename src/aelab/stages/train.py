@@ -262,6 +262,37 @@ def train_variant(
     return TrainResult(module, metrics, logger.run_id if logger else None)
 
 
+def fit_module(
+    params: Params,
+    variant: str,
+    data: PreparedData,
+    ckpt_dir: Path,
+    max_epochs: int | None = None,
+    hidden_dims: list[int] | None = None,
+) -> AutoencoderModule:
+    """Train a variant on the given arrays and return its best (lowest `val/loss`) module, on the CPU.
+
+    For models that are not pipeline outputs (the per-class models of the one-class evaluation): nothing is
+    written to `data/models` and no MLflow run is opened. Checkpoints in `ckpt_dir` make it resumable.
+    """
+    L.seed_everything(params.seed, workers=True, verbose=False)
+    options = module_options(params, variant, data.n_features, data.image_shape)
+    if hidden_dims:
+        options["hidden_dims"] = list(hidden_dims)
+    module = VARIANT_CLASSES[variant](**options)
+    dm = build_datamodule(params, variant, data)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    resume = ckpt_dir / "last.ckpt"
+    trainer = build_trainer(params, ckpt_dir, logger=False, max_epochs=max_epochs)
+    trainer.fit(module, dm, ckpt_path=resume if resume.exists() else None)
+    if trainer.interrupted:
+        raise AelabError(f"{variant}: training interrupted; run the same command again to resume from {ckpt_dir}")
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best:
+        module = VARIANT_CLASSES[variant].load_from_checkpoint(best, map_location="cpu")
+    return module.cpu().eval()
+
+
 def main(params: Params, variant: str) -> None:
     result = train_variant(params, variant, load_prepared(PREPARED_DIR))
     if result.run_id is None:  # a non-zero DDP rank: rank zero reports

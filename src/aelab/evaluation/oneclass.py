@@ -1,0 +1,201 @@
+"""One-class classification: a model per normal class, test samples scored by their reconstruction error.
+
+The protocol of Ruff et al. (2018) and Golan and El-Yaniv (2018): for each class c, train on the training
+samples of c only; every test sample is scored, those of c are normal and all others anomalies. The AUROC
+needs no threshold; precision, recall and F1 (anomaly = positive) use a threshold at a configured percentile
+of the scores of the normal-only validation samples, as a user without anomalies at hand would set it.
+PCA fitted on the same class, scored by its own reconstruction error, is the classical baseline.
+
+The per-class models are cached under `data/checkpoints/oneclass/<digest>/class_<c>/` (outside DVC's outputs,
+like `train`'s checkpoints): an interrupted evaluation resumes, a repeated one reuses the finished models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score, roc_curve
+
+from aelab.config import Params
+from aelab.data.prepared import PreparedData, Split
+from aelab.errors import DataError
+from aelab.models import module_options, save_model
+from aelab.reducers import AutoencoderReducer
+
+ONECLASS_CHECKPOINTS = Path("data/checkpoints/oneclass")
+METHODS = ("autoencoder", "pca")
+SUMMARY = ("auroc", "precision", "recall", "f1")
+
+
+@dataclass
+class OneClassResult:
+    rows: list[dict[str, float]] = field(default_factory=list)
+    """One row per (class, method): auroc, precision, recall, f1, threshold."""
+    roc: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    """method -> class -> (fpr, tpr)."""
+
+    def metrics(self, method: str) -> dict[str, float]:
+        """Mean and per-class AUROC and the means of the thresholded scores, with `oneclass/` names."""
+        rows = [r for r in self.rows if r["method"] == method]
+        out = {
+            f"oneclass/{k}_mean": float(np.mean([r[k] for r in rows])) for k in ("auroc", "precision", "recall", "f1")
+        }
+        out.update({f"oneclass/auroc/{int(r['class'])}": float(r["auroc"]) for r in rows})
+        return out
+
+
+def per_sample_error(x: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
+    """The anomaly score: mean squared reconstruction error of each sample."""
+    return ((reconstruction.astype(np.float64) - x.astype(np.float64)) ** 2).mean(axis=1)
+
+
+def threshold_metrics(
+    val_scores: np.ndarray, test_scores: np.ndarray, is_anomaly: np.ndarray, percentile: float
+) -> dict[str, float]:
+    """AUROC of the test scores, and precision/recall/F1 at the given percentile of the normal validation scores."""
+    threshold = float(np.percentile(val_scores, percentile))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        is_anomaly, test_scores > threshold, average="binary", pos_label=True, zero_division=0
+    )
+    return {
+        "auroc": float(roc_auc_score(is_anomaly, test_scores)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "threshold": threshold,
+    }
+
+
+def class_subset(data: PreparedData, normal: int) -> PreparedData:
+    """Train and validation samples of the normal class only (the test split is never trained on)."""
+    train = data.train.x[data.train.y == normal]
+    val = data.val.x[data.val.y == normal]
+    if len(train) < 2 or len(val) < 1:
+        raise DataError(
+            f"evaluate.oneclass.classes: class {normal} has {len(train)} training and {len(val)} validation "
+            "samples; it needs at least 2 and 1"
+        )
+    meta = {**data.meta, "oneclass_normal": normal}
+    return PreparedData(Split(train, None), Split(val, None), Split(val, None), meta=meta)
+
+
+def cache_folder(params: Params, subset: PreparedData, root: Path = ONECLASS_CHECKPOINTS) -> Path:
+    cfg = params.evaluate.oneclass
+    options = module_options(params, cfg.variant, subset.n_features)
+    if cfg.hidden_dims:
+        options["hidden_dims"] = list(cfg.hidden_dims)
+    key = {
+        "module": options,
+        "variant": params.variant(cfg.variant).model_dump(mode="json"),
+        "train": params.train.model_dump(mode="json", exclude={"max_epochs", "progress_bar", "log_every_n_steps"}),
+        "max_epochs": cfg.max_epochs,
+        "data": subset.meta,
+        "n_train": len(subset.train.x),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return root / digest / f"class_{subset.meta['oneclass_normal']}"
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Ten trainings would print ten copies of Lightning's device banner."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def class_model(params: Params, subset: PreparedData, root: Path = ONECLASS_CHECKPOINTS) -> AutoencoderReducer:
+    """The per-class model: loaded if it was finished before, else trained (resuming its checkpoints) and saved."""
+    from aelab.stages.train import fit_module
+
+    folder = cache_folder(params, subset, root)
+    model_file = folder / "model.pt"
+    if not model_file.exists():
+        cfg = params.evaluate.oneclass
+        with quiet_lightning():
+            module = fit_module(params, cfg.variant, subset, folder, cfg.max_epochs, cfg.hidden_dims)
+        save_model(module, folder / "model.tmp")
+        (folder / "model.tmp").replace(model_file)  # complete or absent, never half-written
+    return AutoencoderReducer.load(model_file)
+
+
+def pca_scores(subset: PreparedData, n_components: int, seed: int, test_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    k = min(n_components, len(subset.train.x), subset.n_features)
+    pca = PCA(n_components=k, random_state=seed).fit(subset.train.x)
+
+    def score(x: np.ndarray) -> np.ndarray:
+        return per_sample_error(x, pca.inverse_transform(pca.transform(x)))
+
+    return score(subset.val.x), score(test_x)
+
+
+def run_oneclass(params: Params, data: PreparedData, root: Path = ONECLASS_CHECKPOINTS) -> OneClassResult:
+    if data.train.y is None or data.test.y is None or data.val.y is None:
+        raise DataError("evaluate.oneclass: the dataset has no labels, so there are no classes to hold out")
+    cfg = params.evaluate.oneclass
+    available = sorted(int(c) for c in np.unique(data.train.y))
+    classes = cfg.classes if cfg.classes is not None else available
+    unknown = sorted(set(classes) - set(available))
+    if unknown:
+        raise DataError(f"evaluate.oneclass.classes: {unknown} not among the training labels {available}")
+    result = OneClassResult(roc={m: {} for m in METHODS})
+    for normal in classes:
+        subset = class_subset(data, normal)
+        is_anomaly = data.test.y != normal
+        model = class_model(params, subset, root)
+        scores = {
+            "autoencoder": (
+                per_sample_error(subset.val.x, model.reconstruct(subset.val.x)),
+                per_sample_error(data.test.x, model.reconstruct(data.test.x)),
+            ),
+            "pca": pca_scores(subset, cfg.pca_components or model.module_.code_dim, params.seed, data.test.x),
+        }
+        for method, (val_scores, test_scores) in scores.items():
+            row = threshold_metrics(val_scores, test_scores, is_anomaly, cfg.threshold_percentile)
+            result.rows.append({"class": normal, "method": method, **row})
+            fpr, tpr, _ = roc_curve(is_anomaly, test_scores)
+            result.roc[method][normal] = (fpr, tpr)
+    return result
+
+
+def mean_roc(result: OneClassResult, points: int) -> dict[str, np.ndarray]:
+    """Vertically averaged ROC over the classes on a common false-positive-rate grid, per method."""
+    grid = np.linspace(0.0, 1.0, points)
+    curves = {"fpr": grid}
+    for method, per_class in result.roc.items():
+        curves[method] = np.mean([np.interp(grid, fpr, tpr) for fpr, tpr in per_class.values()], axis=0)
+    return curves
+
+
+def roc_figure(result: OneClassResult, variant: str) -> Figure:
+    fig, axes = plt.subplots(1, len(result.roc), figsize=(5 * len(result.roc), 4.6), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, (method, per_class) in zip(axes[0], result.roc.items(), strict=True):
+        aucs = {int(r["class"]): r["auroc"] for r in result.rows if r["method"] == method}
+        for i, (normal, (fpr, tpr)) in enumerate(per_class.items()):
+            ax.plot(fpr, tpr, color=cmap(i % 10), lw=1.2, label=f"{normal}: {aucs[normal]:.3f}")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        name = variant if method == "autoencoder" else "PCA"
+        ax.set_title(f"one-class ROC, {name} (mean AUROC {np.mean(list(aucs.values())):.3f})")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.legend(title="normal class: AUROC", fontsize="x-small", loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,218 @@
+"""`aelab report`: the metrics file (or a benchmark's results file) as Markdown tables.
+
+A results file (from `benchmarks/published.py`) adds how the numbers were obtained and the published figures
+beside ours (`ANCHORS`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from aelab.errors import DataError
+
+# Published figures, by dataset: (what, source, value, our metric as (method, key), scale to the anchor's unit).
+ANCHORS: dict[str, list[dict[str, Any]]] = {
+    "mnist": [
+        {
+            "what": "test summed squared error, 784-1000-500-250-30 autoencoder",
+            "source": "Hinton & Salakhutdinov 2006",
+            "value": 3.00,
+            "ours": ("undercomplete", "recon_sse"),
+        },
+        {
+            "what": "test summed squared error, PCA with 30 components",
+            "source": "Hinton & Salakhutdinov 2006",
+            "value": 13.87,
+            "ours": ("pca", "recon_sse"),
+        },
+        {
+            "what": "one-class mean AUROC (%), one-class Deep SVDD",
+            "source": "Ruff et al. 2018, Table 1 (GCN preprocessing)",
+            "value": 94.8,
+            "ours": ("undercomplete", "oneclass/auroc_mean"),
+            "scale": 100.0,
+        },
+        {
+            "what": "one-class mean AUROC (%), convolutional autoencoder",
+            "source": "Ruff et al. 2018, Table 1 (GCN preprocessing)",
+            "value": 89.7,
+            "ours": ("undercomplete", "oneclass/auroc_mean"),
+            "scale": 100.0,
+        },
+        {
+            "what": "logistic regression on raw pixels, test accuracy",
+            "source": "Xiao et al. 2017 (Fashion-MNIST benchmark)",
+            "value": 0.917,
+            "ours": ("raw", "probe_accuracy"),
+        },
+    ],
+    "fashion-mnist": [
+        {
+            "what": "one-class mean AUROC (%), geometric transformations",
+            "source": "Golan & El-Yaniv 2018 (GCN-style preprocessing)",
+            "value": 93.5,
+            "ours": ("undercomplete", "oneclass/auroc_mean"),
+            "scale": 100.0,
+        },
+        {
+            "what": "logistic regression on raw pixels, test accuracy",
+            "source": "Xiao et al. 2017 (Fashion-MNIST benchmark)",
+            "value": 0.842,
+            "ours": ("raw", "probe_accuracy"),
+        },
+    ],
+}
+
+SUMMARY_COLUMNS = {
+    "code_dim": "code size",
+    "recon_mse": "recon MSE",
+    "recon_sse": "recon SSE",
+    "explained_variance": "explained var.",
+    "code/effective_dims": "effective dims",
+    "probe_accuracy": "linear probe acc.",
+    "knn_accuracy": "kNN acc.",
+    "tsne/trustworthiness": "t-SNE trustworthiness",
+    "oneclass/auroc_mean": "one-class AUROC",
+}
+SPARSITY_COLUMNS = {
+    "sparsity/rho": "rho",
+    "sparsity/mean_activation": "mean activation",
+    "sparsity/mean_abs_deviation": "mean abs(rho_hat - rho)",
+    "sparsity/dead_fraction": "dead",
+    "sparsity/always_on_fraction": "always on",
+    "sparsity/active_per_sample": "active units per sample",
+}
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 10):
+        return str(int(value))
+    return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_table(metrics: dict[str, dict[str, float]]) -> str:
+    columns = [k for k in SUMMARY_COLUMNS if any(k in m for m in metrics.values())]
+    rows = [[method] + [fmt(values.get(k)) for k in columns] for method, values in metrics.items()]
+    return table(["method"] + [SUMMARY_COLUMNS[k] for k in columns], rows)
+
+
+def denoising_table(metrics: dict[str, dict[str, float]]) -> str | None:
+    pattern = re.compile(r"denoise/(.+)/psnr$")
+    corruptions = sorted({m.group(1) for v in metrics.values() for k in v if (m := pattern.match(k))})
+    if not corruptions:
+        return None
+    methods = [m for m, v in metrics.items() if any(k.startswith("denoise/") for k in v)]
+    methods.sort(key=lambda m: (m != "raw", m != "pca", m))
+    rows = []
+    for name in corruptions:
+        cells = []
+        for method in methods:
+            psnr, ssim = metrics[method].get(f"denoise/{name}/psnr"), metrics[method].get(f"denoise/{name}/ssim")
+            cells.append(fmt(psnr) + (f" / {fmt(ssim)}" if ssim is not None else ""))
+        rows.append([name, *cells])
+    header = ["corruption", *[("corrupted input" if m == "raw" else m) for m in methods]]
+    return "PSNR (dB) / SSIM against the clean test data:\n\n" + table(header, rows)
+
+
+def oneclass_table(metrics: dict[str, dict[str, float]]) -> str | None:
+    pattern = re.compile(r"oneclass/auroc/(\d+)$")
+    methods = [m for m, v in metrics.items() if "oneclass/auroc_mean" in v]
+    if not methods:
+        return None
+    classes = sorted({int(m.group(1)) for v in metrics.values() for k in v if (m := pattern.match(k))})
+    rows = [[str(c), *[fmt(metrics[m].get(f"oneclass/auroc/{c}")) for m in methods]] for c in classes]
+    for key, label in (("auroc", "**mean AUROC**"), ("precision", "mean precision"), ("recall", "mean recall")):
+        rows.append([label, *[fmt(metrics[m].get(f"oneclass/{key}_mean")) for m in methods]])
+    rows.append(["mean F1", *[fmt(metrics[m].get("oneclass/f1_mean")) for m in methods]])
+    return "One-class AUROC per normal class (anomalies: all other classes):\n\n" + table(
+        ["normal class", *methods], rows
+    )
+
+
+def sparsity_table(metrics: dict[str, dict[str, float]]) -> str | None:
+    methods = [m for m, v in metrics.items() if "sparsity/rho" in v]
+    if not methods:
+        return None
+    rows = [[m, *[fmt(metrics[m].get(k)) for k in SPARSITY_COLUMNS]] for m in methods]
+    return table(["method", *SPARSITY_COLUMNS.values()], rows)
+
+
+def anchors_table(dataset: str, metrics: dict[str, dict[str, float]]) -> str | None:
+    anchors = ANCHORS.get(dataset)
+    if not anchors:
+        return None
+    rows = []
+    for anchor in anchors:
+        method, key = anchor["ours"]
+        ours = metrics.get(method, {}).get(key)
+        ours_text = fmt(ours * anchor.get("scale", 1.0)) if ours is not None else "–"
+        if key == "oneclass/auroc_mean" and "pca" in metrics and key in metrics["pca"]:
+            ours_text += f" (our PCA: {fmt(metrics['pca'][key] * anchor.get('scale', 1.0))})"
+        rows.append([anchor["what"], f"{anchor['value']:g}", anchor["source"], f"{method}: {ours_text}"])
+    return table(["figure", "published", "source", "ours"], rows)
+
+
+def provenance(results: dict[str, Any]) -> str:
+    ae = results.get("autoencoder", {})
+    wall = results.get("wall_seconds", {})
+    machine = results.get("machine", {})
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in wall.items() if k != "total")
+    settings = {o.partition("=")[0]: o for o in results.get("overrides", [])}  # the last of a repeated key wins
+    return "\n".join(
+        [
+            f"- command: `{results.get('command', '?')}` (seed {results.get('seed', '?')})",
+            f"- autoencoder {ae.get('hidden_dims')}: {ae.get('epochs_run')} epochs run "
+            f"(max {ae.get('max_epochs')}, best epoch {ae.get('best_epoch')})",
+            f"- settings: {', '.join(f'`{o}`' for o in settings.values())}",
+            f"- wall time {wall.get('total', 0) / 60:.1f} min on {machine.get('cpus', '?')} CPUs "
+            f"({machine.get('torch_threads', '?')} torch threads, shared): {steps}"
+            + (
+                f" (reused from the run before: {', '.join(results['reused_steps'])})"
+                if results.get("reused_steps")
+                else ""
+            ),
+        ]
+    )
+
+
+def render(metrics: dict[str, dict[str, float]], results: dict[str, Any] | None = None) -> str:
+    parts = []
+    if results is not None:
+        parts += [f"### {results['dataset']}", provenance(results)]
+        if anchors := anchors_table(results["dataset"], metrics):
+            parts.append(anchors)
+    parts.append(summary_table(metrics))
+    parts += [t for t in (oneclass_table(metrics), denoising_table(metrics), sparsity_table(metrics)) if t]
+    return "\n\n".join(parts) + "\n"
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def report(metrics_file: Path, results_files: list[Path]) -> str:
+    if not results_files:
+        return render(read_json(metrics_file, "metrics file (run `aelab evaluate` or `dvc repro` first)"))
+    texts = []
+    for path in results_files:
+        results = read_json(path, "results file")
+        if "metrics" not in results or "dataset" not in results:
+            raise DataError(f"{path}: not a benchmark results file (needs 'dataset' and 'metrics')")
+        texts.append(render(results["metrics"], results))
+    return "\n".join(texts)

@@ -1,0 +1,244 @@
+"""The evaluation metrics against hand-computed cases, the one-class protocol and the stage on tiny data."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+
+from aelab.config import GaussianNoiseConfig, MaskingConfig, SaltAndPepperConfig, load_params
+from aelab.data.prepared import PreparedData, Split
+from aelab.errors import ConfigError, DataError
+from aelab.evaluation import classification, denoising, oneclass, reduction, report, sparsity
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def params(*overrides: str):
+    return load_params(REPO / "params.yaml", overrides)
+
+
+def blobs(n_per_class: int, n_features: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three well-separated classes in [0, 1]: each lights up its own third of the features."""
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for label in range(3):
+        x = rng.uniform(0.0, 0.15, size=(n_per_class, n_features))
+        x[:, label * n_features // 3 : (label + 1) * n_features // 3] += 0.7
+        xs.append(x)
+        ys.append(np.full(n_per_class, label))
+    order = rng.permutation(3 * n_per_class)
+    return np.concatenate(xs)[order].astype(np.float32), np.concatenate(ys)[order].astype(np.int64)
+
+
+def tiny_data(seed: int = 0) -> PreparedData:
+    splits = [Split(*blobs(n, seed=seed + i)) for i, n in enumerate((40, 12, 20))]
+    return PreparedData(*splits, meta={"name": "blobs", "image_shape": [1, 4, 4], "n_features": 16})
+
+
+# ---- reduction -------------------------------------------------------------------------------------------
+def test_reconstruction_errors_by_hand():
+    clean = np.array([[0.0, 1.0], [1.0, 1.0]])
+    recon = np.array([[0.5, 1.0], [1.0, 0.0]])  # squared errors: [0.25, 0], [0, 1]
+    assert reduction.reconstruction_errors(clean, recon) == {"recon_mse": 1.25 / 4, "recon_sse": 1.25 / 2}
+
+
+def test_pca_error_and_explained_variance_match_numpy_svd():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 3)) @ rng.normal(size=(3, 10)) + 0.1 * rng.normal(size=(200, 10))
+    k = 2
+    pca = PCA(n_components=k).fit(x)
+    recon = pca.inverse_transform(pca.transform(x))
+    singular = np.linalg.svd(x - x.mean(axis=0), compute_uv=False)
+    errors = reduction.reconstruction_errors(x, recon)
+    assert errors["recon_sse"] == pytest.approx((singular[k:] ** 2).sum() / len(x), rel=1e-9)
+    expected_share = (singular[:k] ** 2).sum() / (singular**2).sum()
+    assert reduction.explained_variance(x, recon) == pytest.approx(expected_share, rel=1e-9)
+    assert reduction.explained_variance(x, recon) == pytest.approx(pca.explained_variance_ratio_.sum(), rel=1e-9)
+
+
+def test_code_statistics_count_used_directions():
+    rng = np.random.default_rng(2)
+    three = rng.normal(size=(5000, 3))
+    assert reduction.code_statistics(three)["code/effective_dims"] == pytest.approx(3.0, rel=0.02)
+    one = np.column_stack([three[:, 0], np.zeros(5000), np.zeros(5000)])
+    stats = reduction.code_statistics(one)
+    assert stats["code/effective_dims"] == pytest.approx(1.0)
+    assert stats["code/constant_fraction"] == pytest.approx(2 / 3)
+
+
+# ---- classification --------------------------------------------------------------------------------------
+def test_knn_and_probe_on_a_trivial_case():
+    train_x = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]])
+    train_y = np.array([0, 0, 0, 1, 1, 1])
+    test_x = np.array([[0.05], [5.05], [4.0]])
+    assert list(classification.knn_predictions(3, train_x, train_y, test_x)) == [0, 1, 1]
+    # one neighbour: [2.4] is nearest to 0.2 (class 0), so one of two class-1 samples is wrong
+    found = classification.classify(
+        params("evaluate.knn_neighbors=1").evaluate, 0, train_x, train_y, np.array([[0.0], [2.4]]), np.array([0, 1])
+    )
+    assert found.metrics["knn_accuracy"] == 0.5
+    assert found.metrics["probe_accuracy"] == 0.5  # the linear boundary sits near the midpoint 2.6
+    assert set(found.per_class_accuracy) == {0, 1}
+
+
+def test_per_class_accuracy_is_recall_per_class():
+    cfg = params().evaluate
+    x, y = blobs(30)
+    found = classification.classify(cfg, 0, x, y, x, y)
+    assert found.per_class_accuracy == {0: 1.0, 1: 1.0, 2: 1.0}
+    assert found.metrics == {"probe_accuracy": 1.0, "knn_accuracy": 1.0}
+
+
+# ---- one-class -------------------------------------------------------------------------------------------
+def test_auroc_precision_recall_of_a_known_ranking():
+    is_anomaly = np.array([False, False, True, True])
+    scores = np.array([0.1, 0.4, 0.35, 0.8])  # anomaly-over-normal pairs ranked right: 3 of 4
+    val_scores = np.array([0.1, 0.3])  # 50th percentile: threshold 0.2 -> flagged: [F, T, T, T]
+    found = oneclass.threshold_metrics(val_scores, scores, is_anomaly, percentile=50.0)
+    assert found["auroc"] == pytest.approx(0.75)
+    assert found["threshold"] == pytest.approx(0.2)
+    assert found["precision"] == pytest.approx(2 / 3)
+    assert found["recall"] == pytest.approx(1.0)
+    assert found["f1"] == pytest.approx(0.8)
+
+
+def test_oneclass_protocol_on_small_data(tmp_path):
+    cfg = params(
+        "evaluate.oneclass.hidden_dims=[8, 2]", "evaluate.oneclass.max_epochs=3", "evaluate.oneclass.classes=[0, 2]"
+    )
+    data = tiny_data()
+    found = oneclass.run_oneclass(cfg, data, root=tmp_path)
+    assert [(r["class"], r["method"]) for r in found.rows] == [
+        (0, "autoencoder"),
+        (0, "pca"),
+        (2, "autoencoder"),
+        (2, "pca"),
+    ]
+    pca_metrics = found.metrics("pca")
+    assert pca_metrics["oneclass/auroc_mean"] > 0.95  # separated blobs: PCA of one class misfits the others
+    assert set(found.metrics("autoencoder")) >= {"oneclass/auroc/0", "oneclass/auroc/2", "oneclass/f1_mean"}
+    models = sorted(tmp_path.glob("*/class_*/model.pt"))
+    assert [p.parent.name for p in models] == ["class_0", "class_2"]
+    # a repeated evaluation reuses the finished per-class models and gives the same numbers
+    stamps = [p.stat().st_mtime_ns for p in models]
+    again = oneclass.run_oneclass(cfg, data, root=tmp_path)
+    assert again.rows == found.rows
+    assert [p.stat().st_mtime_ns for p in models] == stamps
+    curves = oneclass.mean_roc(found, 11)
+    assert list(curves) == ["fpr", "autoencoder", "pca"] and curves["pca"][-1] == pytest.approx(1.0)
+
+
+def test_oneclass_rejects_unknown_classes(tmp_path):
+    with pytest.raises(DataError, match=r"evaluate\.oneclass\.classes: \[7\]"):
+        oneclass.run_oneclass(params("evaluate.oneclass.classes=[7]"), tiny_data(), root=tmp_path)
+
+
+# ---- denoising -------------------------------------------------------------------------------------------
+def test_psnr_of_a_known_noise_and_ssim_of_identical_images():
+    clean = np.full((4, 16), 0.5, dtype=np.float32)
+    noisy = clean + np.where(np.arange(16) % 2 == 0, 0.1, -0.1).astype(np.float32)  # MSE exactly 0.01
+    flat = denoising.image_quality(noisy, clean, None)
+    assert flat == {"psnr": pytest.approx(20.0, abs=1e-4)}  # 10 log10(1 / 0.01)
+    images = denoising.image_quality(noisy, clean, (1, 4, 4))
+    assert images["psnr"] == pytest.approx(20.0, abs=1e-4)
+    rng = np.random.default_rng(0)
+    textured = rng.uniform(size=(3, 64)).astype(np.float32)
+    assert denoising.image_quality(textured, textured, (1, 8, 8))["ssim"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_denoisers_are_scored_on_the_same_corruption():
+    clean = np.random.default_rng(0).uniform(size=(10, 64)).astype(np.float32)
+    corruptions = [GaussianNoiseConfig(kind="gaussian", sigma=0.2), MaskingConfig(kind="masking", p=0.5)]
+    metrics, outputs = denoising.evaluate_denoisers(
+        clean, corruptions, {"identity": lambda x: x, "oracle": lambda x: clean}, (1, 8, 8), seed=3
+    )
+    assert metrics["identity"] == metrics["raw"]  # doing nothing scores as the corrupted input
+    assert math.isinf(metrics["oracle"]["denoise/gaussian_0.2/psnr"])
+    assert set(outputs) == {"gaussian_0.2", "masking_0.5"}
+    again, _ = denoising.evaluate_denoisers(clean, corruptions, {"identity": lambda x: x}, (1, 8, 8), seed=3)
+    assert again["raw"] == metrics["raw"]
+
+
+def test_corruption_names_and_ssim_window():
+    assert denoising.corruption_name(SaltAndPepperConfig(kind="salt_pepper", ratio=0.1)) == "salt_pepper_0.1"
+    assert denoising.ssim_window((1, 8, 8)) == (3, pytest.approx(0.3))
+    assert denoising.ssim_window((1, 28, 28)) == (11, pytest.approx(1.5))
+
+
+# ---- sparsity --------------------------------------------------------------------------------------------
+def test_unit_statistics_by_hand():
+    codes = np.array([[0.0, 0.5, 1.0], [0.0, 0.05, 1.0]])  # unit 0 dead, unit 1 half-active, unit 2 always on
+    metrics, rho_hat = sparsity.unit_statistics(codes, 0.05, params().evaluate.sparsity)
+    assert rho_hat == pytest.approx([0.0, 0.275, 1.0])
+    assert metrics["sparsity/dead_fraction"] == pytest.approx(1 / 3)
+    assert metrics["sparsity/always_on_fraction"] == pytest.approx(1 / 3)
+    assert metrics["sparsity/active_per_sample"] == pytest.approx(1.5)
+    assert metrics["sparsity/mean_abs_deviation"] == pytest.approx((0.05 + 0.225 + 0.95) / 3)
+
+
+# ---- the stage and the report ----------------------------------------------------------------------------
+def test_evaluate_stage_on_tiny_data(tmp_path):
+    from aelab.stages import evaluate as stage
+    from aelab.stages.reduce import reduce
+
+    cfg = params(
+        "reduce.pca_components=3",
+        "evaluate.tsne.max_samples=30",
+        "evaluate.oneclass.classes=[1]",
+        "evaluate.oneclass.max_epochs=1",
+        "evaluate.oneclass.hidden_dims=[4]",
+        "evaluate.num_threads=1",
+    )
+    data = tiny_data()
+    reduce(cfg, "pca", data, out=tmp_path / "codes")
+    with torch.random.fork_rng():
+        results, outputs = stage.evaluate(
+            cfg, data, codes_dir=tmp_path / "codes", models_dir=tmp_path / "models", out=tmp_path / "evaluation"
+        )
+    assert set(results) == {"pca", "raw", "undercomplete"}
+    pca = results["pca"]
+    assert {"recon_mse", "recon_sse", "probe_accuracy", "knn_accuracy", "explained_variance"} <= set(pca)
+    assert "denoise/gaussian_0.3/ssim" in pca and "denoise/gaussian_0.3/psnr" in results["raw"]
+    assert "oneclass/auroc/1" in pca and "oneclass/auroc/1" in results["undercomplete"]
+    files = {p.relative_to(tmp_path / "evaluation").as_posix() for p in (tmp_path / "evaluation").rglob("*.*")}
+    assert {"oneclass/roc.csv", "oneclass/roc.png", "tsne/pca.png", "classification/confusion_raw.png"} <= files
+    assert (tmp_path / "evaluation/oneclass/roc.csv").read_text().splitlines()[0] == "fpr,autoencoder,pca"
+
+
+def test_report_tables_and_anchors(tmp_path):
+    metrics = {
+        "pca": {"recon_sse": 13.5, "probe_accuracy": 0.9, "oneclass/auroc_mean": 0.95, "oneclass/auroc/0": 0.95},
+        "raw": {"probe_accuracy": 0.92, "denoise/gaussian_0.1/psnr": 20.0, "denoise/gaussian_0.1/ssim": 0.5},
+        "undercomplete": {"recon_sse": 3.5, "oneclass/auroc_mean": 0.97, "oneclass/auroc/0": 0.97},
+    }
+    text = report.render(metrics)
+    assert "| undercomplete | 3.5 |" in text
+    assert "| 0 | 0.95 | 0.97 |" in text
+    assert "| gaussian_0.1 | 20 / 0.5 |" in text
+    results = {"dataset": "mnist", "command": "python benchmarks/published.py", "seed": 42, "metrics": metrics}
+    path = tmp_path / "mnist.json"
+    path.write_text(json.dumps(results))
+    text = report.report(tmp_path / "unused.json", [path])
+    assert "| test summed squared error, 784-1000-500-250-30 autoencoder | 3 |" in text
+    assert "undercomplete: 3.5 |" in text and "undercomplete: 97 (our PCA: 95) |" in text
+
+
+def test_report_command_errors_are_one_line(tmp_path, capsys):
+    from aelab.cli import main
+
+    assert main(["report", "--metrics", str(tmp_path / "missing.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing.json: metrics file" in err
+
+
+def test_evaluate_params_are_validated():
+    with pytest.raises(ConfigError, match=r"evaluate\.oneclass\.threshold_percentile"):
+        params("evaluate.oneclass.threshold_percentile=0")
+    with pytest.raises(ConfigError, match=r"evaluate\.tsne\.colour: unknown key"):
+        params("evaluate.tsne.colour=red")
