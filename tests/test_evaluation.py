@@ -221,7 +221,7 @@ def test_report_tables_and_anchors(tmp_path):
     assert "| undercomplete | 3.5 |" in text
     assert "| 0 | 0.95 | 0.97 |" in text
     assert "| gaussian_0.1 | 20 / 0.5 |" in text
-    results = {"dataset": "mnist", "command": "python benchmarks/published.py", "seed": 42, "metrics": metrics}
+    results = {"dataset": "mnist", "command": "python -m aelab.benchmarks.published", "seed": 42, "metrics": metrics}
     path = tmp_path / "mnist.json"
     path.write_text(json.dumps(results))
     text = report.report(tmp_path / "unused.json", [path])

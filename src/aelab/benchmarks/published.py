@@ -1,12 +1,12 @@
 """Benchmark: the evaluation study on MNIST or Fashion-MNIST, for comparison with published results.
 
-    flock /tmp/aelab-heavy.lock nice -n 5 python benchmarks/published.py --dataset mnist
-    aelab report --results benchmarks/results/mnist.json
+    python -m aelab.benchmarks.published --dataset mnist
+    aelab report --results src/aelab/benchmarks/results/mnist.json
 
 Runs the pipeline's stages (prepare, train the undercomplete variant, reduce with it and with PCA, evaluate)
-in a work folder (`benchmarks/work/<dataset>/`, resumable: re-running reuses finished checkpoints) on the
+in a work folder (`data/benchmarks/<dataset>/`, resumable: re-running reuses finished checkpoints) on the
 original IDX files in `$AELAB_SHARED_DATA/<dataset>` (default `<repo>/../shared/data`), and writes what was
-obtained, with the exact settings, seed, epochs and wall time per step, to `benchmarks/results/<dataset>.json`.
+obtained, with the exact settings, seed, epochs and wall time per step, to `src/aelab/benchmarks/results/<dataset>.json`.
 This is a long run, not a test. Extra `--set key=value` overrides go after the dataset's defaults.
 """
 
@@ -22,7 +22,12 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from aelab.config import load_params
+from aelab.paths import project_root
+from aelab.stages import evaluate, prepare, reduce, train
+
+REPO = project_root()
+RESULTS = Path(__file__).resolve().parent / "results"
 
 # Hinton and Salakhutdinov's 784-1000-500-250-30 autoencoder; small per-class models for the one-class study.
 DEFAULTS = [
@@ -45,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=sorted(EPOCHS))
     parser.add_argument("--epochs", type=int, default=None, help="autoencoder epochs (default: mnist 20, fashion 3)")
-    parser.add_argument("--work", type=Path, default=None, help="work folder (default benchmarks/work/<dataset>)")
-    parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/<dataset>)")
+    parser.add_argument("--work", type=Path, default=None, help="work folder (default data/benchmarks/<dataset>)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results JSON (default src/aelab/benchmarks/results/<dataset>)"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument(
         "--evaluate-only",
@@ -54,10 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         help="reuse the work folder's trained model and codes (same data and model settings): prepare and evaluate",
     )
     args = parser.parse_args(argv)
-
-    sys.path.insert(0, str(REPO / "src"))
-    from aelab.config import load_params
-    from aelab.stages import evaluate, prepare, reduce, train
 
     epochs = args.epochs or EPOCHS[args.dataset]
     overrides = [
@@ -68,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         *args.overrides,
     ]
     params = load_params(REPO / "params.yaml", overrides)
-    out = (args.out or REPO / "benchmarks" / "results" / f"{args.dataset}.json").resolve()
-    work = (args.work or REPO / "benchmarks" / "work" / args.dataset).resolve()
+    out = (args.out or RESULTS / f"{args.dataset}.json").resolve()
+    work = (args.work or REPO / "data" / "benchmarks" / args.dataset).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)  # the stages read and write `data/...` relative to the working directory
 
@@ -95,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "dataset": args.dataset,
         "command": " && ".join(
-            filter(None, [previous.get("command"), "python benchmarks/published.py " + " ".join(argv or sys.argv[1:])])
+            filter(
+                None,
+                [previous.get("command"), "python -m aelab.benchmarks.published " + " ".join(argv or sys.argv[1:])],
+            )
         ),
         "overrides": overrides[2:],
         "seed": params.seed,

@@ -1,0 +1,1 @@
+"""Long runs (not tests): the published-results study on MNIST and Fashion-MNIST, and its settings."""
