@@ -6,7 +6,8 @@
 Runs the pipeline's stages (prepare, train the undercomplete variant, reduce with it and with PCA, evaluate)
 in a work folder (`data/benchmarks/<dataset>/`, resumable: re-running reuses finished checkpoints) on the
 original IDX files in `$AELAB_SHARED_DATA/<dataset>` (default `<repo>/../shared/data`), and writes what was
-obtained, with the exact settings, seed, epochs and wall time per step, to `src/aelab/benchmarks/results/<dataset>.json`.
+obtained, with the exact settings, seed, epochs and wall time per step,
+to `src/aelab/benchmarks/results/<dataset>.json`.
 This is a long run, not a test. Extra `--set key=value` overrides go after the dataset's defaults.
 """
 

@@ -1,6 +1,7 @@
 """`aelab report`: the metrics file (or a benchmark's results file) as Markdown tables.
 
-A results file (from `python -m aelab.benchmarks.published`) adds how the numbers were obtained and the published figures
+A results file (from `python -m aelab.benchmarks.published`) adds how the numbers were obtained and the
+published figures
 beside ours (`ANCHORS`).
 """
 
