@@ -27,7 +27,7 @@ from aelab.data.prepared import PreparedData, load_prepared
 from aelab.errors import AelabError
 from aelab.models import VARIANT_CLASSES, build_module, module_options, save_model
 from aelab.models.base import AutoencoderModule
-from aelab.paths import MODELS_DIR, PREPARED_DIR
+from aelab.paths import BEST_PARAMS_FILE, MODELS_DIR, PREPARED_DIR, TUNED
 from aelab.plots import image_grid
 from aelab.tracking import mlflow_logger, run_tags, tracking_uri
 
@@ -60,13 +60,23 @@ def checkpoint_dir(params: Params, variant: str, data: PreparedData) -> Path:
     return CHECKPOINTS_DIR / variant / digest
 
 
-def build_trainer(params: Params, ckpt_dir: Path, logger: Any, max_epochs: int | None = None) -> L.Trainer:
+def build_trainer(
+    params: Params,
+    ckpt_dir: Path | None,
+    logger: Any,
+    max_epochs: int | None = None,
+    extra_callbacks: list[L.Callback] | tuple[L.Callback, ...] = (),
+) -> L.Trainer:
+    """The Trainer of every run; `ckpt_dir=None` writes no checkpoints (Optuna trials keep nothing on disk)."""
     t = params.train
-    callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_last=True)
-    ]
-    if t.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=t.early_stopping_patience))
+    callbacks: list[L.Callback] = []
+    if ckpt_dir is not None:
+        callbacks.append(
+            ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_last=True)
+        )
+        if t.early_stopping_patience:
+            callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=t.early_stopping_patience))
+    callbacks.extend(extra_callbacks)
     return L.Trainer(
         max_epochs=max_epochs or t.max_epochs,
         accelerator=t.accelerator,
@@ -79,10 +89,32 @@ def build_trainer(params: Params, ckpt_dir: Path, logger: Any, max_epochs: int |
         deterministic=True,
         logger=logger,
         callbacks=callbacks,
+        enable_checkpointing=ckpt_dir is not None,
         default_root_dir=ckpt_dir,
         enable_progress_bar=t.progress_bar,
         enable_model_summary=False,
     )
+
+
+def fit_trial(
+    params: Params, variant: str, data: PreparedData, logger: Any, callbacks: list[L.Callback], max_epochs: int
+) -> tuple[AutoencoderModule, L.Trainer]:
+    """Train a fresh module the way `train_variant` does, for an Optuna trial: no checkpoints, no outputs.
+
+    The caller reads `trainer.callback_metrics`; a diverging loss raises `TrainingError`, a pruned trial
+    `optuna.TrialPruned` (from its callback), Ctrl-C `KeyboardInterrupt`.
+    """
+    L.seed_everything(params.seed, workers=True, verbose=False)
+    module = build_module(params, variant, data.n_features)
+    dm = build_datamodule(params, variant, data)
+    trainer = build_trainer(params, None, logger, max_epochs=max_epochs, extra_callbacks=callbacks)
+    try:
+        trainer.fit(module, dm)
+    except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown followed by sys.exit(1)
+        raise KeyboardInterrupt from None
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    return module, trainer
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -121,17 +153,21 @@ def log_artifacts(run_id: str, params: Params, module: AutoencoderModule, dm: Au
             )
 
 
-def train_variant(params: Params, variant: str, data: PreparedData, out: Path = MODELS_DIR) -> TrainResult:
+def train_variant(
+    params: Params, variant: str, data: PreparedData, out: Path = MODELS_DIR, name: str | None = None
+) -> TrainResult:
+    """Train `variant` (its class and params); `name` (default: the variant) names its outputs and MLflow run."""
+    name = name or variant
     L.seed_everything(params.seed, workers=True, verbose=False)
     module = build_module(params, variant, data.n_features)
     dm = build_datamodule(params, variant, data)
-    ckpt_dir = checkpoint_dir(params, variant, data)
+    ckpt_dir = CHECKPOINTS_DIR / name / checkpoint_dir(params, variant, data).name
     resume = ckpt_dir / "last.ckpt"
     state_file = ckpt_dir / "run.json"
     if (ckpt_dir / COMPLETE_MARKER).exists():  # a finished run being repeated starts afresh
         shutil.rmtree(ckpt_dir)
     previous = _read_json(state_file)
-    logger = mlflow_logger(params.tracking, variant, run_tags(variant, f"train@{variant}"), previous.get("run_id"))
+    logger = mlflow_logger(params.tracking, name, run_tags(name, _stage_name(name)), previous.get("run_id"))
     trainer = build_trainer(params, ckpt_dir, logger)
     if trainer.is_global_zero:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +175,7 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
         logger.log_hyperparams(flatten(params))
     trainer.fit(module, dm, ckpt_path=resume if resume.exists() else None)
     if trainer.interrupted:
-        raise AelabError(f"{variant}: training interrupted; run the same command again to resume from {ckpt_dir}")
+        raise AelabError(f"{name}: training interrupted; run the same command again to resume from {ckpt_dir}")
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:
         module = VARIANT_CLASSES[variant].load_from_checkpoint(best, map_location="cpu")
@@ -149,7 +185,7 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
     metrics["epochs"] = int(trainer.current_epoch)
     module = module.cpu().eval()
     if trainer.is_global_zero:
-        folder = out / variant
+        folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         save_model(module, folder / "model.pt")
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -159,7 +195,17 @@ def train_variant(params: Params, variant: str, data: PreparedData, out: Path = 
     return TrainResult(module, metrics, logger.run_id)
 
 
+def _stage_name(name: str) -> str:
+    return "train_tuned" if name == TUNED else f"train@{name}"
+
+
 def main(params: Params, variant: str) -> None:
-    result = train_variant(params, variant, load_prepared(PREPARED_DIR))
+    """`variant` is one of `VARIANTS`, or `tuned`: the tuned base variant with the best params of `aelab tune`."""
+    name = variant
+    if variant == TUNED:
+        from aelab.stages.tune import tuned_params
+
+        params, variant = tuned_params(params, BEST_PARAMS_FILE)
+    result = train_variant(params, variant, load_prepared(PREPARED_DIR), name=name)
     summary = ", ".join(f"{k} {v:.5g}" for k, v in result.metrics.items())
-    Console(stderr=True).print(f"trained {variant}: {summary} (MLflow run {result.run_id})")
+    Console(stderr=True).print(f"trained {name}: {summary} (MLflow run {result.run_id})")
