@@ -263,11 +263,11 @@ class TuneConfig(Section):
     storage: str | None = None
     """Optuna storage: empty means a journal file `<project>/data/studies/<study>.journal`; also any RDB URL
     (postgresql://..., mysql://..., sqlite:///... for one worker) or a path ending in `.journal`."""
-    n_trials: PositiveInt = 12
+    n_trials: PositiveInt = 10
     """Budget: finished (complete + pruned) trials of the study, counting those of earlier runs."""
     timeout: Annotated[float, Field(gt=0.0)] | None = None
     """Seconds after which no new trial starts (per `aelab tune` process)."""
-    max_epochs: PositiveInt = 8
+    max_epochs: PositiveInt = 6
     """Epochs per trial (the tuned variant itself trains for `train.max_epochs`)."""
     objectives: Annotated[list[Literal["val/mse", "val/loss", "active_units"]], Field(min_length=1, max_length=2)] = [
         "val/mse"

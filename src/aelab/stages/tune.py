@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -399,14 +400,50 @@ class Objective:
             raise OverBudget(trial.user_attrs[ATTR_FAIL_REASON])
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        self.last_trial = trial.number
+        ctx, cfg = self.ctx, self.ctx.params.tune
+        client = _client(ctx.params)
+        run_id = None
+        try:
+            self._claim(trial)
+            values = suggest(trial, cfg, ctx.params.train.lr)
+            params = with_overrides(ctx.params, params_overrides(values), f"trial {trial.number}")
+            run_id = self._start_child(client, trial, values)
+            result = self._train(trial, params, run_id)
+        except OverBudget:
+            raise
+        except optuna.TrialPruned:
+            if run_id:
+                last = ctx.storage.get_trial(trial._trial_id).last_step or 0
+                client.log_metric(run_id, "trial/pruned_at_epoch", last)
+                _end_child(client, run_id, "PRUNED", "KILLED")
+            raise
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # we are leaving: let the trial's record be written
+            reason = "interrupted by the user (Ctrl-C)"
+            trial.set_user_attr(ATTR_FAIL_KIND, "interrupted")
+            trial.set_user_attr(ATTR_FAIL_REASON, reason)
+            if run_id:
+                _end_child(client, run_id, "FAIL", "KILLED", reason)
+            raise
+        except Exception as err:
+            reason = f"{type(err).__name__}: {err}"
+            trial.set_user_attr(ATTR_FAIL_KIND, "error")
+            trial.set_user_attr(ATTR_FAIL_REASON, reason[:2000])
+            if run_id:
+                _end_child(client, run_id, "FAIL", "FAILED", reason)
+            raise
+        for key, value in result.items():
+            client.log_metric(run_id, f"trial/{key.replace('/', '_')}", value)
+        _end_child(client, run_id, "COMPLETE", "FINISHED")
+        objective = tuple(result[name] for name in cfg.objectives)
+        return objective[0] if len(objective) == 1 else objective
+
+    def _start_child(self, client: Any, trial: optuna.Trial, values: dict[str, Any]) -> str:
+        """The trial's MLflow run, nested under the study's run (also when another process made that one)."""
         from mlflow.entities import Param
 
-        self.last_trial = trial.number
-        self._claim(trial)
-        ctx, cfg = self.ctx, self.ctx.params.tune
-        values = suggest(trial, cfg, ctx.params.train.lr)
-        params = with_overrides(ctx.params, params_overrides(values), f"trial {trial.number}")
-        client = _client(ctx.params)
+        ctx = self.ctx
         run = client.create_run(
             _experiment_id(client, ctx.experiment),
             run_name=f"{ctx.name}-trial-{trial.number:03d}",
@@ -420,33 +457,10 @@ class Objective:
                 "git_commit": git_commit(),
             },
         )
-        run_id = run.info.run_id
-        trial.set_user_attr(ATTR_RUN, run_id)
+        trial.set_user_attr(ATTR_RUN, run.info.run_id)
         logged = {**values, "sampled": ",".join(sorted(trial.params)) or "-", "trial_number": trial.number}
-        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(logged.items())])
-        try:
-            result = self._train(trial, params, run_id)
-        except optuna.TrialPruned:
-            client.log_metric(run_id, "trial/pruned_at_epoch", max(trial.last_step or 0, 0))
-            _end_child(client, run_id, "PRUNED", "KILLED")
-            raise
-        except KeyboardInterrupt:
-            reason = "interrupted by the user (Ctrl-C)"
-            trial.set_user_attr(ATTR_FAIL_KIND, "interrupted")
-            trial.set_user_attr(ATTR_FAIL_REASON, reason)
-            _end_child(client, run_id, "FAIL", "KILLED", reason)
-            raise
-        except Exception as err:
-            reason = f"{type(err).__name__}: {err}"
-            trial.set_user_attr(ATTR_FAIL_KIND, "error")
-            trial.set_user_attr(ATTR_FAIL_REASON, reason[:2000])
-            _end_child(client, run_id, "FAIL", "FAILED", reason)
-            raise
-        for key, value in result.items():
-            client.log_metric(run_id, f"trial/{key.replace('/', '_')}", value)
-        _end_child(client, run_id, "COMPLETE", "FINISHED")
-        objective = tuple(result[name] for name in cfg.objectives)
-        return objective[0] if len(objective) == 1 else objective
+        client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in sorted(logged.items())])
+        return run.info.run_id
 
     def _train(self, trial: optuna.Trial, params: Params, run_id: str) -> dict[str, float]:
         from optuna_integration import PyTorchLightningPruningCallback
@@ -550,7 +564,8 @@ def _describe(trial: FrozenTrial, objectives: list[str]) -> str:
         return f"{values} ({shown})"
     if trial.state == TrialState.PRUNED:
         return f"pruned at epoch {trial.last_step} ({shown})"
-    return f"{trial.state.name.lower()}: {trial.user_attrs.get(ATTR_FAIL_REASON, '?')} ({shown})"
+    reason = trial.user_attrs.get(ATTR_FAIL_REASON) or trial.system_attrs.get("fail_reason", "?")
+    return f"{trial.state.name.lower()}: {reason} ({shown})"
 
 
 def worker_devices(n: int, accelerator: str) -> list[str | None]:
