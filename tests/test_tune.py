@@ -202,7 +202,10 @@ def test_tuned_variant_without_a_search_is_a_clear_error(project):
         ("tune.space.rho=1.5", "rho must lie in (0.0, 1.0)"),
         ("tune.objectives=[val/mse, active_units]", "cannot prune a multi-objective search"),
         ("tune.storage=sqlite:////nonexistent-dir/x/optuna.db", "tune.storage: cannot open sqlite:////nonexistent"),
-        ("tune.storage=postgresql://aelab:secret@127.0.0.1:1/optuna", "tune.storage: cannot open postgresql://aelab:***"),
+        (
+            "tune.storage=postgresql://aelab:secret@127.0.0.1:1/optuna",
+            "tune.storage: cannot open postgresql://aelab:***",
+        ),
         ("tune.storage=not-a-storage", "neither a path ending in .journal nor an RDB URL"),
     ],
 )
