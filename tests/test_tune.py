@@ -1,6 +1,7 @@
 """`aelab tune`: tiny Optuna searches on digits (few epochs) in a scratch project, in-process and as real processes."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,9 +41,19 @@ def tiny_raw(**tune):
     return {**TINY_PARAMS, "tune": {**TINY_TUNE, **tune}}
 
 
+@pytest.fixture(scope="module")
+def empty_mlflow_store(tmp_path_factory):
+    """An initialised MLflow SQLite store to copy: creating the tables takes seconds, copying the file does not."""
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def project(prepared_digits, tmp_path):
+def project(prepared_digits, tmp_path, empty_mlflow_store):
     """A scratch project (the working directory) with prepared digits and a params.yaml holding a tiny search."""
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(empty_mlflow_store, tmp_path / "mlruns" / "mlflow.db")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_raw()))
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     return tmp_path
@@ -311,3 +322,11 @@ def test_workers_are_pinned_one_gpu_each(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert tune_stage.worker_devices(2, "gpu") == ["0", "1"]
     assert os.environ.get("CUDA_VISIBLE_DEVICES") is None
+
+
+def test_hyperband_pruner_search_completes(project):
+    params = validate_params(tiny_raw(n_trials=4, pruner={"kind": "hyperband", "min_resource": 1}))
+    tune_stage.tune(params, prepared(project))
+    study = load_study(project, params)
+    assert isinstance(tune_stage.make_pruner(params.tune), optuna.pruners.HyperbandPruner)
+    assert finished(study) == 4 and TrialState.FAIL not in states(study)
