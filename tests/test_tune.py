@@ -182,7 +182,8 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(proj
 
 
 def test_best_params_file_feeds_the_tuned_variant(project):
-    params = validate_params(tiny_raw(n_trials=2, pruner={"kind": "none"}))
+    raw = {**tiny_raw(n_trials=2, pruner={"kind": "none"}), "tracking": {"log_model": False}}
+    params = validate_params(raw)
     tune_stage.tune(params, prepared(project))
     best = yaml.safe_load(BEST_PARAMS_FILE.read_text())
     study = load_study(project, params)
@@ -330,3 +331,12 @@ def test_hyperband_pruner_search_completes(project):
     study = load_study(project, params)
     assert isinstance(tune_stage.make_pruner(params.tune), optuna.pruners.HyperbandPruner)
     assert finished(study) == 4 and TrialState.FAIL not in states(study)
+
+
+def test_an_rdb_url_is_accepted_as_storage(project):
+    url = f"sqlite:///{project / 'optuna.db'}"
+    params = validate_params(tiny_raw(n_trials=2, max_epochs=2, storage=url, study="rdb"))
+    tune_stage.tune(params, prepared(project))
+    study = optuna.load_study(study_name="rdb", storage=url)
+    assert finished(study) == 2 and not list(project.glob("data/studies/*.journal"))
+    assert study.user_attrs[tune_stage.ATTR_PARENT_RUN]
