@@ -229,6 +229,11 @@ def test_bad_input_is_one_line_before_any_trial(project, capsys, override, messa
     assert not BEST_PARAMS_FILE.exists()
 
 
+def test_sqlite_with_parallel_workers_is_refused(project, capsys):
+    assert cli_main(["tune", "--workers", "2", "--set", "tune.storage=sqlite:///optuna.db"]) == 2
+    assert "SQLite cannot be shared by parallel workers" in capsys.readouterr().err
+
+
 def test_changed_settings_under_the_same_study_name_are_refused(project):
     tune_stage.tune(validate_params(tiny_raw(n_trials=1, study="mine")), prepared(project))
     with pytest.raises(ConfigError, match="study 'mine' .* was made with other search settings"):

@@ -710,6 +710,11 @@ def summarise(ctx: StudyContext) -> dict[str, Any]:
 # ---- entry point -----------------------------------------------------------------------------------------------
 def tune(params: Params, data: PreparedData, workers: int = 1, argv: list[str] | None = None, summary: bool = True):
     """Open the study, run the trials here or in `workers` processes, then write the best params."""
+    if workers > 1 and (params.tune.storage or "").startswith("sqlite"):
+        raise ConfigError(
+            "tune.storage: SQLite cannot be shared by parallel workers; leave it empty (a journal file) "
+            "or use a server database (postgresql://..., mysql+pymysql://...)"
+        )
     ctx = open_study(params, data)
     cfg = params.tune
     before = counts(ctx.study)
