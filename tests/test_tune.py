@@ -345,3 +345,15 @@ def test_an_rdb_url_is_accepted_as_storage(project):
     study = optuna.load_study(study_name="rdb", storage=url)
     assert finished(study) == 2 and not list(project.glob("data/studies/*.journal"))
     assert study.user_attrs[tune_stage.ATTR_PARENT_RUN]
+
+
+def test_a_trial_asked_beyond_the_budget_is_failed_before_it_trains(project, monkeypatch):
+    """What a worker on another machine meets when the others used the budget between its count and its ask."""
+    monkeypatch.setattr(train_stage, "fit_trial", lambda *args: pytest.fail("an over-budget trial must not train"))
+    params = validate_params(tiny_raw(n_trials=1))
+    ctx = tune_stage.open_study(params, prepared(project))
+    ctx.study.add_trial(optuna.trial.create_trial(value=0.5))
+    ctx.study.optimize(tune_stage.Objective(ctx, budget=1), n_trials=1, catch=(Exception,))
+    late = ctx.study.trials[1]
+    assert late.state == TrialState.FAIL and late.user_attrs["aelab.fail_kind"] == "over_budget"
+    assert not [r for r in tune_runs(project) if r.data.tags.get("aelab.role") == "trial"]
