@@ -25,7 +25,7 @@ from tests.conftest import TINY_PARAMS
 
 TINY_TUNE = {
     "n_trials": 5,
-    "max_epochs": 3,
+    "max_epochs": 2,
     "sampler": {"n_startup_trials": 2},
     "pruner": {"kind": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
     "space": {
@@ -256,7 +256,7 @@ def test_multi_objective_search_reports_a_pareto_front(project):
 
 
 def test_interrupted_and_killed_searches_resume_to_the_exact_budget(project):
-    params = validate_params(tiny_raw(n_trials=6))
+    params = validate_params(tiny_raw(n_trials=5))
     study = None
 
     def running_after(n_finished):
@@ -265,10 +265,11 @@ def test_interrupted_and_killed_searches_resume_to_the_exact_budget(project):
             study = study or load_study(project, params)
         except (KeyError, FileNotFoundError):
             return False
-        return finished(study) >= n_finished and TrialState.RUNNING in states(study)
+        running = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+        return finished(study) >= n_finished and any(tune_stage.ATTR_RUN in t.user_attrs for t in running)
 
     # Ctrl-C during a trial: the trial is marked failed (interrupted), the process exits 130
-    proc = start_tune(project, "--n-trials", "6")
+    proc = start_tune(project, "--n-trials", "5")
     wait_for(lambda: running_after(1), proc)
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=60)[0]
@@ -277,16 +278,16 @@ def test_interrupted_and_killed_searches_resume_to_the_exact_budget(project):
     interrupted = [t for t in study.get_trials() if t.state == TrialState.FAIL]
     assert len(interrupted) == 1 and interrupted[0].user_attrs["aelab.fail_kind"] == "interrupted"
     # SIGKILL during a trial: the trial stays RUNNING in the journal
-    proc = start_tune(project, "--n-trials", "6")
+    proc = start_tune(project, "--n-trials", "5")
     wait_for(lambda: running_after(3), proc)
     proc.kill()
     proc.wait()
     left = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
     assert len(left) == 1
     # resuming fails the dead worker's trial and runs exactly the missing trials
-    assert cli_main(["tune", "--n-trials", "6"]) == 0
+    assert cli_main(["tune", "--n-trials", "5"]) == 0
     trials = study.get_trials()
-    assert finished(study) == 6
+    assert finished(study) == 5
     assert trials[left[0].number].state == TrialState.FAIL
     assert trials[left[0].number].user_attrs["aelab.fail_kind"] == "dead_worker"
     killed_run = next(r for r in tune_runs(project) if r.data.tags.get("optuna.trial_number") == str(left[0].number))
@@ -331,11 +332,11 @@ def test_workers_are_pinned_one_gpu_each(monkeypatch):
 
 
 def test_hyperband_pruner_search_completes(project):
-    params = validate_params(tiny_raw(n_trials=4, pruner={"kind": "hyperband", "min_resource": 1}))
+    params = validate_params(tiny_raw(n_trials=3, pruner={"kind": "hyperband", "min_resource": 1}))
     tune_stage.tune(params, prepared(project))
     study = load_study(project, params)
     assert isinstance(tune_stage.make_pruner(params.tune), optuna.pruners.HyperbandPruner)
-    assert finished(study) == 4 and TrialState.FAIL not in states(study)
+    assert finished(study) == 3 and TrialState.FAIL not in states(study)
 
 
 def test_an_rdb_url_is_accepted_as_storage(project):
