@@ -1,5 +1,7 @@
 """`aelab train --variant NAME`: train one variant, test its best checkpoint, save it and track it in MLflow.
 
+`--variant tuned` trains the sparse variant with the best trial of `aelab tune` (`data/tune/best_params.yaml`).
+
 Checkpoints go to `data/checkpoints/<variant>/<params digest>/`, outside DVC's outputs, so an interrupted or
 failed run is resumed (same data order, noise and dropout) instead of lost; the finished model goes to
 `data/models/<variant>/`.
@@ -48,7 +50,7 @@ def build_datamodule(params: Params, variant: str, data: PreparedData) -> Autoen
     return AutoencoderDataModule(data, batch_size=params.train.batch_size, corruption=corruption, seed=params.seed)
 
 
-def checkpoint_dir(params: Params, variant: str, data: PreparedData) -> Path:
+def checkpoint_dir(params: Params, variant: str, data: PreparedData, name: str | None = None) -> Path:
     """One folder per (variant, training-relevant params, data): a changed config never resumes a stale run."""
     key = {
         "module": module_options(params, variant, data.n_features),
@@ -57,7 +59,7 @@ def checkpoint_dir(params: Params, variant: str, data: PreparedData) -> Path:
         "data": data.meta,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return CHECKPOINTS_DIR / variant / digest
+    return CHECKPOINTS_DIR / (name or variant) / digest
 
 
 def build_trainer(
@@ -161,7 +163,7 @@ def train_variant(
     L.seed_everything(params.seed, workers=True, verbose=False)
     module = build_module(params, variant, data.n_features)
     dm = build_datamodule(params, variant, data)
-    ckpt_dir = CHECKPOINTS_DIR / name / checkpoint_dir(params, variant, data).name
+    ckpt_dir = checkpoint_dir(params, variant, data, name)
     resume = ckpt_dir / "last.ckpt"
     state_file = ckpt_dir / "run.json"
     if (ckpt_dir / COMPLETE_MARKER).exists():  # a finished run being repeated starts afresh
