@@ -237,7 +237,7 @@ def test_sqlite_with_parallel_workers_is_refused(project, capsys):
 def test_changed_settings_under_the_same_study_name_are_refused(project):
     tune_stage.tune(validate_params(tiny_raw(n_trials=1, study="mine")), prepared(project))
     with pytest.raises(ConfigError, match="study 'mine' .* was made with other search settings"):
-        tune_stage.tune(validate_params(tiny_raw(n_trials=1, study="mine", max_epochs=2)), prepared(project))
+        tune_stage.tune(validate_params(tiny_raw(n_trials=1, study="mine", max_epochs=3)), prepared(project))
 
 
 def test_multi_objective_search_reports_a_pareto_front(project):
