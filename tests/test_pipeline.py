@@ -6,6 +6,7 @@ import subprocess
 
 import mlflow
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -42,6 +43,8 @@ def repro(tmp_path_factory):
         params["variants"][variant]["hidden_dims"] = [32, 8] if variant != "sparse" else [80]
     for variant in ("stacked", "conv", "stacked_conv"):  # their own epochs
         params["variants"][variant].update(max_epochs=3, **({"pretrain_epochs": 1} if "stacked" in variant else {}))
+    params["tune"].update(n_trials=2, max_epochs=2)
+    params["tune"]["space"]["hidden_units"] = {"low": 16, "high": 96, "log": True}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = _run(["dvc", "repro"], project)
     return project, output
@@ -54,6 +57,9 @@ def test_repro_runs_every_stage_and_writes_outputs(repro):
         *(f"train@{v}" for v in VARIANTS),
         *(f"reduce@{v}" for v in VARIANTS),
         "reduce_pca",
+        "tune",
+        "train_tuned",
+        "reduce_tuned",
         "evaluate",
     ):
         assert f"Running stage '{stage}'" in output
@@ -70,7 +76,7 @@ def test_metrics_show_lists_every_method(repro):
     project, _ = repro
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], project))
     metrics = shown[""]["data"]["data/metrics.json"]["data"]
-    for method in (*VARIANTS, "pca"):
+    for method in (*VARIANTS, "tuned", "pca"):
         assert 0 < metrics[method]["recon_mse"] < 0.2
         assert 0.5 < metrics[method]["probe_accuracy"] <= 1
     assert metrics["raw"]["probe_accuracy"] > 0.9
@@ -88,7 +94,7 @@ def test_one_mlflow_run_per_variant(repro):
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["aelab"], output_format="list")
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]  # the stacked from-scratch baseline
-    assert sorted(r.info.run_name for r in runs if r not in children) == sorted(VARIANTS)
+    assert sorted(r.info.run_name for r in runs if r not in children) == sorted([*VARIANTS, "tuned"])
     assert [r.info.run_name for r in children] == ["stacked/scratch"]
     assert all(r.info.status == "FINISHED" and "val/loss" in r.data.metrics for r in runs)
     assert (project / "mlruns" / "artifacts").is_dir()
@@ -101,3 +107,20 @@ def test_changing_one_variant_reruns_only_its_branch(repro):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(_run(["dvc", "status", "--json"], project))
     assert set(status) == {"train@sparse"}
+
+
+def test_tune_study_lives_outside_dvc_and_a_larger_budget_continues_it(repro):
+    project, _ = repro
+    journals = list((project / "data" / "studies").glob("*.journal"))
+    assert len(journals) == 1
+    assert "data/studies" not in (project / "dvc.lock").read_text()
+    best = yaml.safe_load((project / "data/tune/best_params.yaml").read_text())
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tune"]["n_trials"] = 3
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["dvc", "repro", "tune"], project)
+    assert list((project / "data" / "studies").glob("*.journal")) == journals
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journals[0])))
+    study = optuna.load_study(study_name=best["study"], storage=storage)
+    assert [t.number for t in study.trials] == [0, 1, 2], "the two earlier trials are kept, one is added"
+    assert yaml.safe_load((project / "data/tune/best_params.yaml").read_text())["study"] == best["study"]

@@ -7,6 +7,7 @@ import sys
 
 from aelab.config import VARIANTS, load_params
 from aelab.errors import AelabError
+from aelab.paths import TUNED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,9 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("prepare", parents=[common], help="load, split and scale the dataset into data/prepared")
     train = sub.add_parser("train", parents=[common], help="train one autoencoder variant")
-    train.add_argument("--variant", required=True, choices=VARIANTS)
+    train.add_argument("--variant", required=True, choices=[*VARIANTS, TUNED])
     reduce = sub.add_parser("reduce", parents=[common], help="encode the dataset with a trained variant or PCA")
-    reduce.add_argument("--method", required=True, choices=[*VARIANTS, "pca"])
+    reduce.add_argument("--method", required=True, choices=[*VARIANTS, TUNED, "pca"])
     sub.add_parser("evaluate", parents=[common], help="compare the codes: reconstruction, linear probe")
     _add_bench(sub, common)
     report = sub.add_parser("report", help="the metrics (or benchmark results) as Markdown tables")
@@ -35,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
         "--results", action="append", default=[], metavar="FILE", help="benchmark results JSON (repeatable)"
     )
     report.add_argument("--output", default=None, help="write the Markdown here instead of printing it")
+    tune = sub.add_parser("tune", parents=[common], help="Optuna search over the sparse variant (resumable, parallel)")
+    tune.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default: 1)")
+    tune.add_argument("--n-trials", type=int, help="trial budget of the study (same as --set tune.n_trials=N)")
+    tune.add_argument("--timeout", type=float, help="seconds after which no new trial starts (tune.timeout)")
+    tune.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)  # workers started by --workers
     return parser
 
 
@@ -99,6 +105,9 @@ def run(argv: list[str] | None = None) -> None:
         else:
             print(text, end="")
         return
+    if args.command == "tune":
+        args.overrides += [f"tune.n_trials={args.n_trials}"] if args.n_trials is not None else []
+        args.overrides += [f"tune.timeout={args.timeout}"] if args.timeout is not None else []
     params = load_params(args.params, args.overrides)
     if args.command == "prepare":
         from aelab.stages import prepare
@@ -116,6 +125,11 @@ def run(argv: list[str] | None = None) -> None:
         from aelab.stages import evaluate
 
         evaluate.main(params)
+    elif args.command == "tune":
+        from aelab.stages import tune
+
+        worker_argv = ["--params", args.params, *(part for o in args.overrides for part in ("--set", o))]
+        tune.main(params, args.workers, worker_argv, summary=not args.no_summary)
 
 
 def _quiet_libraries() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aelab.errors import ConfigError
 
@@ -290,6 +290,146 @@ class EvaluateConfig(Section):
     sparsity: SparsityEvalConfig = SparsityEvalConfig()
 
 
+class IntRange(Section):
+    """An integer search range, both ends included (`log: true` samples on a log scale)."""
+
+    low: PositiveInt
+    high: PositiveInt
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.low > self.high:
+            raise ValueError(f"empty or inverted range: low {self.low} > high {self.high}")
+        return self
+
+    @property
+    def searched(self) -> bool:
+        return self.low < self.high
+
+
+class FloatRange(Section):
+    """A float search range (`log: true`, the default, samples log-uniformly and needs low > 0)."""
+
+    low: float
+    high: float
+    log: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.low > self.high:
+            raise ValueError(f"empty or inverted range: low {self.low} > high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got low {self.low})")
+        return self
+
+    @property
+    def searched(self) -> bool:
+        return self.low < self.high
+
+
+def _fixed_as_range(value: Any) -> Any:
+    """A plain number in the search space is a fixed value: the range [value, value]."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"low": value, "high": value, "log": False}
+    return value
+
+
+def _within(name: str, value: FloatRange, low: float, high: float | None, low_open: bool = True) -> None:
+    """Reject fixed values or ranges that leave the parameter's valid interval."""
+    for end in (value.low, value.high):
+        if (end <= low if low_open else end < low) or (high is not None and end >= high):
+            bound = f"({low}, {high})" if high is not None else f"{'>' if low_open else '>='} {low}"
+            raise ValueError(f"{name} must lie in {bound} (got {end})")
+
+
+class TuneSpaceConfig(Section):
+    """The search space of `aelab tune` over the sparse variant: a range is searched, a plain number is fixed.
+
+    The space defines the tuned variant completely, so the tune stage does not read `variants.sparse`.
+    """
+
+    hidden_units: IntRange = IntRange(low=32, high=512, log=True)
+    """Width of every encoder layer (the last one is the code); may exceed the input size."""
+    depth: IntRange = IntRange(low=1, high=1)
+    """Number of encoder layers."""
+    rho: FloatRange = FloatRange(low=0.01, high=0.3)
+    beta: FloatRange = FloatRange(low=1.0e-3, high=1.0)
+    lr: FloatRange | None = None
+    """Learning rate; empty means `train.lr`."""
+
+    _fixed = field_validator("hidden_units", "depth", "rho", "beta", "lr", mode="before")(_fixed_as_range)
+
+    @model_validator(mode="after")
+    def _valid_values(self) -> TuneSpaceConfig:
+        _within("rho", self.rho, 0.0, 1.0)
+        _within("beta", self.beta, 0.0, None, low_open=False)
+        if self.lr is not None:
+            _within("lr", self.lr, 0.0, None)
+        return self
+
+    def searched(self) -> list[str]:
+        """The names Optuna samples (ranges with low < high); the others are fixed."""
+        return [
+            name for name in type(self).model_fields if getattr(self, name) is not None and getattr(self, name).searched
+        ]
+
+
+class TuneSamplerConfig(Section):
+    kind: Literal["tpe", "random"] = "tpe"
+    seed: Annotated[int, Field(ge=0)] | None = None
+    """Empty means the top-level `seed`."""
+    n_startup_trials: Annotated[int, Field(ge=0)] = 5
+    """TPE: random trials before the model-based search starts."""
+
+
+class TunePrunerConfig(Section):
+    kind: Literal["median", "hyperband", "none"] = "median"
+    n_startup_trials: Annotated[int, Field(ge=0)] = 3
+    """median: trials that are never pruned, to build up the median."""
+    n_warmup_steps: Annotated[int, Field(ge=0)] = 2
+    """median: epochs of each trial that are never pruned."""
+    min_resource: PositiveInt = 1
+    """hyperband: the fewest epochs a trial gets."""
+    reduction_factor: Annotated[int, Field(ge=2)] = 3
+
+
+TUNE_OBJECTIVES = ("val/mse", "val/loss", "active_units")
+
+
+class TuneConfig(Section):
+    """`aelab tune`: an Optuna search over the sparse variant (see the README's tuning section)."""
+
+    study: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
+    """Study name; empty means `sparse-<digest of the search settings>`, so a changed search starts a new study."""
+    storage: str | None = None
+    """Optuna storage: empty means a journal file `<project>/data/studies/<study>.journal`; also any RDB URL
+    (postgresql://..., mysql://..., sqlite:///... for one worker) or a path ending in `.journal`."""
+    n_trials: PositiveInt = 10
+    """Budget: finished (complete + pruned) trials of the study, counting those of earlier runs."""
+    timeout: Annotated[float, Field(gt=0.0)] | None = None
+    """Seconds after which no new trial starts (per `aelab tune` process)."""
+    max_epochs: PositiveInt = 6
+    """Epochs per trial (the tuned variant itself trains for `train.max_epochs`)."""
+    objectives: Annotated[list[Literal["val/mse", "val/loss", "active_units"]], Field(min_length=1, max_length=2)] = [
+        "val/mse"
+    ]
+    """All minimised. One: single-objective (pruned); two, e.g. [val/mse, active_units]: a Pareto front."""
+    active_threshold: Probability = 0.5
+    """A code unit counts as active for a sample when its sigmoid activation exceeds this."""
+    sampler: TuneSamplerConfig = TuneSamplerConfig()
+    pruner: TunePrunerConfig = TunePrunerConfig()
+    space: TuneSpaceConfig = TuneSpaceConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TuneConfig:
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives must differ (got {self.objectives})")
+        if len(self.objectives) > 1 and self.pruner.kind != "none":
+            raise ValueError("Optuna cannot prune a multi-objective search: set tune.pruner.kind to none")
+        return self
+
+
 class Params(Section):
     seed: Annotated[int, Field(ge=0)] = 42
     data: DataConfig = DataConfig()
@@ -299,6 +439,7 @@ class Params(Section):
     tracking: TrackingConfig = TrackingConfig()
     reduce: ReduceConfig = ReduceConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    tune: TuneConfig = TuneConfig()
 
     def variant(self, name: str) -> VariantConfig | StackedConfig | ConvConfig:
         if name not in VARIANTS:

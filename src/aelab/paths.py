@@ -10,6 +10,12 @@ MODELS_DIR = Path("data/models")
 CODES_DIR = Path("data/codes")
 EVALUATION_DIR = Path("data/evaluation")
 METRICS_FILE = Path("data/metrics.json")
+TUNE_DIR = Path("data/tune")
+BEST_PARAMS_FILE = TUNE_DIR / "best_params.yaml"
+"""The best trial of `aelab tune`, read by `aelab train --variant tuned` (a DVC output and params file)."""
+STUDIES_DIR = Path("data/studies")
+"""Default Optuna journals, under the real project root: never a DVC output, never inside an experiment copy."""
+TUNED = "tuned"
 
 _DVC_TEMP_EXPS = Path(".dvc") / "tmp" / "exps"
 

@@ -1,5 +1,7 @@
 """`aelab train --variant NAME`: train one variant, test its best checkpoint, save it and track it in MLflow.
 
+`--variant tuned` trains the sparse variant with the best trial of `aelab tune` (`data/tune/best_params.yaml`).
+
 Checkpoints go to `data/checkpoints/<variant>/<params digest>/`, outside DVC's outputs, so an interrupted or
 failed run is resumed (same data order, noise and dropout) instead of lost; the finished model goes to
 `data/models/<variant>/`.
@@ -33,7 +35,7 @@ from aelab.data.prepared import PreparedData, load_prepared
 from aelab.errors import AelabError
 from aelab.models import VARIANT_CLASSES, build_module, module_options, save_model
 from aelab.models.base import AutoencoderModule
-from aelab.paths import MODELS_DIR, PREPARED_DIR
+from aelab.paths import BEST_PARAMS_FILE, MODELS_DIR, PREPARED_DIR, TUNED
 from aelab.plots import image_grid
 from aelab.tracking import mlflow_logger, run_tags, tracking_uri
 
@@ -60,7 +62,7 @@ def build_datamodule(params: Params, variant: str, data: PreparedData) -> Autoen
     )
 
 
-def checkpoint_dir(params: Params, variant: str, data: PreparedData) -> Path:
+def checkpoint_dir(params: Params, variant: str, data: PreparedData, name: str | None = None) -> Path:
     """One folder per (variant, training-relevant params, data): a changed config never resumes a stale run."""
     key = {
         "module": module_options(params, variant, data.n_features, data.image_shape),
@@ -69,7 +71,7 @@ def checkpoint_dir(params: Params, variant: str, data: PreparedData) -> Path:
         "data": data.meta,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return CHECKPOINTS_DIR / variant / digest
+    return CHECKPOINTS_DIR / (name or variant) / digest
 
 
 class FreshStart(L.Callback):
@@ -127,15 +129,36 @@ def build_trainer(
         deterministic=True,
         logger=logger,
         callbacks=callbacks,
+        enable_checkpointing=ckpt_dir is not None,
         default_root_dir=ckpt_dir,
         enable_progress_bar=t.progress_bar,
         enable_model_summary=False,
-        enable_checkpointing=ckpt_dir is not None,
         # The DataModule shards its epoch permutation per rank itself; a DistributedSampler would shard it again.
         use_distributed_sampler=False,
     )
     options.update(overrides)
     return L.Trainer(**options)
+
+
+def fit_trial(
+    params: Params, variant: str, data: PreparedData, logger: Any, callbacks: list[L.Callback], max_epochs: int
+) -> tuple[AutoencoderModule, L.Trainer]:
+    """Train a fresh module the way `train_variant` does, for an Optuna trial: no checkpoints, no outputs.
+
+    The caller reads `trainer.callback_metrics`; a diverging loss raises `TrainingError`, a pruned trial
+    `optuna.TrialPruned` (from its callback), Ctrl-C `KeyboardInterrupt`.
+    """
+    L.seed_everything(params.seed, workers=True, verbose=False)
+    module = build_module(params, variant, data.n_features, data.image_shape)
+    dm = build_datamodule(params, variant, data)
+    trainer = build_trainer(params, None, logger, max_epochs=max_epochs, callbacks=callbacks)
+    try:
+        trainer.fit(module, dm)
+    except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown followed by sys.exit(1)
+        raise KeyboardInterrupt from None
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    return module, trainer
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -179,15 +202,20 @@ def train_variant(
     variant: str,
     data: PreparedData,
     out: Path = MODELS_DIR,
+    name: str | None = None,
     run_name: str | None = None,
     extra_tags: dict[str, str] | None = None,
 ) -> TrainResult:
-    """`run_name`/`extra_tags`: for auxiliary runs (the stacked variants' from-scratch baseline, a child run)."""
+    """Train `variant` (its class and params); `name` (default: the variant) names its outputs and MLflow run.
+
+    `run_name`/`extra_tags`: for auxiliary runs (the stacked variants' from-scratch baseline, a child run).
+    """
+    name = name or variant
     L.seed_everything(params.seed, workers=True, verbose=False)
     module = build_module(params, variant, data.n_features, data.image_shape)
     cfg = params.variant(variant)
     dm = build_datamodule(params, variant, data)
-    ckpt_dir = checkpoint_dir(params, variant, data)
+    ckpt_dir = checkpoint_dir(params, variant, data, name)
     resume = ckpt_dir / "last.ckpt"
     state_file = ckpt_dir / "run.json"
     # Every process takes the same decision from the same files; rank zero clears them later (`FreshStart`).
@@ -199,8 +227,8 @@ def train_variant(
     # initialising one SQLite store at once fail ("table ... already exists").
     logger: Any = False
     if is_zero:
-        tags = {**run_tags(variant, f"train@{variant}"), **(extra_tags or {})}
-        logger = mlflow_logger(params.tracking, run_name or variant, tags, previous.get("run_id"))
+        tags = {**run_tags(name, _stage_name(name)), **(extra_tags or {})}
+        logger = mlflow_logger(params.tracking, run_name or name, tags, previous.get("run_id"))
     trainer = build_trainer(
         params, ckpt_dir, logger, getattr(cfg, "max_epochs", None), callbacks=[FreshStart(ckpt_dir, enabled=fresh)]
     )
@@ -212,7 +240,7 @@ def train_variant(
         # The global batch is `train.batch_size`, split over `world_size` processes (see AutoencoderDataModule).
         logger.log_hyperparams({**flatten(params), "world_size": trainer.world_size})
     if not fresh and is_zero:
-        Console(stderr=True).print(f"{variant}: resuming from {resume} (MLflow run {previous.get('run_id')})")
+        Console(stderr=True).print(f"{name}: resuming from {resume} (MLflow run {previous.get('run_id')})")
     pretrain_epochs = 0
     if getattr(cfg, "pretrain", False):  # stacked variants: greedy layer-wise phases first (each resumable)
         from aelab.stages.pretrain import pretrain_layers
@@ -229,7 +257,7 @@ def train_variant(
             raise KeyboardInterrupt from None
         raise
     if trainer.interrupted:
-        raise AelabError(f"{variant}: training interrupted; run the same command again to resume from {ckpt_dir}")
+        raise AelabError(f"{name}: training interrupted; run the same command again to resume from {ckpt_dir}")
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:
         module = VARIANT_CLASSES[variant].load_from_checkpoint(best, map_location="cpu")
@@ -252,7 +280,7 @@ def train_variant(
             logger.log_metrics({k: v for k, v in scratch.items() if k.startswith("scratch/test/")})
     module = module.cpu().eval()
     if is_zero and trainer.is_global_zero:
-        folder = out / variant
+        folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         save_model(module, folder / "model.pt")
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -293,9 +321,19 @@ def fit_module(
     return module.cpu().eval()
 
 
+def _stage_name(name: str) -> str:
+    return "train_tuned" if name == TUNED else f"train@{name}"
+
+
 def main(params: Params, variant: str) -> None:
-    result = train_variant(params, variant, load_prepared(PREPARED_DIR))
+    """`variant` is one of `VARIANTS`, or `tuned`: the tuned base variant with the best params of `aelab tune`."""
+    name = variant
+    if variant == TUNED:
+        from aelab.stages.tune import tuned_params
+
+        params, variant = tuned_params(params, BEST_PARAMS_FILE)
+    result = train_variant(params, variant, load_prepared(PREPARED_DIR), name=name)
     if result.run_id is None:  # a non-zero DDP rank: rank zero reports
         return
     summary = ", ".join(f"{k} {v:.5g}" for k, v in result.metrics.items())
-    Console(stderr=True).print(f"trained {variant}: {summary} (MLflow run {result.run_id})")
+    Console(stderr=True).print(f"trained {name}: {summary} (MLflow run {result.run_id})")

@@ -1,0 +1,360 @@
+"""`aelab tune`: tiny Optuna searches on digits (few epochs) in a scratch project, in-process and as real processes."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import torch
+import yaml
+from optuna.trial import TrialState
+
+from aelab.cli import main as cli_main
+from aelab.config import validate_params
+from aelab.errors import ConfigError, TrainingError
+from aelab.paths import BEST_PARAMS_FILE
+from aelab.stages import train as train_stage
+from aelab.stages import tune as tune_stage
+from tests.conftest import TINY_PARAMS
+
+TINY_TUNE = {
+    "n_trials": 5,
+    "max_epochs": 2,
+    "sampler": {"n_startup_trials": 2},
+    "pruner": {"kind": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+    "space": {
+        "hidden_units": {"low": 16, "high": 160, "log": True},
+        "rho": {"low": 0.02, "high": 0.3},
+        "beta": {"low": 1.0e-3, "high": 1.0},
+        "lr": {"low": 1.0e-3, "high": 3.0e-2},
+    },
+}
+
+
+def tiny_raw(**tune):
+    return {**TINY_PARAMS, "tune": {**TINY_TUNE, **tune}}
+
+
+@pytest.fixture(scope="module")
+def empty_mlflow_store(tmp_path_factory):
+    """An initialised MLflow SQLite store to copy: creating the tables takes seconds, copying the file does not."""
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def project(prepared_digits, tmp_path, empty_mlflow_store):
+    """A scratch project (the working directory) with prepared digits and a params.yaml holding a tiny search."""
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(empty_mlflow_store, tmp_path / "mlruns" / "mlflow.db")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_raw()))
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    return tmp_path
+
+
+def load_study(project, params):
+    ctx_name = tune_stage.study_name(params, tune_stage.search_digest(params, prepared(project)))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(project / "data/studies" / f"{ctx_name}.journal"))
+    )
+    return optuna.load_study(study_name=ctx_name, storage=storage)
+
+
+def prepared(project):
+    from aelab.data.prepared import load_prepared
+
+    return load_prepared(project / "data/prepared")
+
+
+def states(study):
+    return [t.state for t in study.get_trials(deepcopy=False)]
+
+
+def finished(study):
+    return sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states(study))
+
+
+def tune_runs(project):
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["aelab-tune"], output_format="list")
+
+
+def start_tune(project, *args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "aelab.cli", "tune", *args],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(condition, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for the search")
+
+
+def test_tiny_search_with_pruning_completes_and_tracks_every_trial(project):
+    params = validate_params(tiny_raw(n_trials=6))
+    result = tune_stage.tune(params, prepared(project))
+    study = load_study(project, params)
+    assert finished(study) == 6 and TrialState.FAIL not in states(study)
+    assert TrialState.PRUNED in states(study), "the median pruner should stop at least one of six trials"
+    assert result["best"]["values"]["val/mse"] == pytest.approx(study.best_value)
+    # MLflow: one parent per study, one child per trial, pruned trials KILLED (not FAILED) and tagged
+    runs = tune_runs(project)
+    parents = [r for r in runs if r.data.tags.get("aelab.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("aelab.role") == "trial"]
+    assert len(parents) == 1 and len(children) == 6
+    parent = parents[0]
+    assert study.user_attrs[tune_stage.ATTR_PARENT_RUN] == parent.info.run_id
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in children}
+    for trial in study.trials:
+        run = by_number[trial.number]
+        assert run.data.tags["optuna.trial_state"] == trial.state.name
+        assert run.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[trial.state.name]
+        assert run.data.params["hidden_units"] == str(trial.params["hidden_units"])
+        history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val/mse")
+        assert len(history) == len(trial.intermediate_values) >= 1
+        if trial.state == TrialState.COMPLETE:
+            assert run.data.metrics["trial/val_mse"] == pytest.approx(trial.value)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["best.hidden_units"] == str(study.best_params["hidden_units"])
+    assert mlflow.MlflowClient().get_run(parent.info.run_id).data.metrics["best/val_mse"] == pytest.approx(
+        study.best_value
+    )
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/optimization_history.png", "plots/param_importances.png", "plots/contour_hidden_units_rho.png"} <= (
+        artifacts
+    )
+
+
+def test_rerun_continues_the_study_and_counts_earlier_trials(project):
+    tune_stage.tune(validate_params(tiny_raw(n_trials=2)), prepared(project))
+    params = validate_params(tiny_raw(n_trials=3))
+    tune_stage.tune(params, prepared(project))
+    study = load_study(project, params)
+    assert len(study.trials) == 3 and finished(study) == 3
+    assert len([r for r in tune_runs(project) if r.data.tags.get("aelab.role") == "study"]) == 1
+    tune_stage.tune(params, prepared(project))  # budget already met: no new trial
+    assert len(load_study(project, params).trials) == 3
+
+
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(project, monkeypatch):
+    real_fit = train_stage.fit_trial
+
+    def fit_that_fails_once(params, variant, data, logger, callbacks, max_epochs):
+        if params.variants.sparse.hidden_dims == failing["dims"]:
+            raise TrainingError("sparse: loss became nan at epoch 0, step 3")
+        return real_fit(params, variant, data, logger, callbacks, max_epochs)
+
+    failing = {"dims": None}
+    original_suggest = tune_stage.suggest
+
+    def suggest(trial, cfg, default_lr):
+        values = original_suggest(trial, cfg, default_lr)
+        if trial.number == 1:
+            failing["dims"] = [values["hidden_units"]]
+        return values
+
+    monkeypatch.setattr(train_stage, "fit_trial", fit_that_fails_once)
+    monkeypatch.setattr(tune_stage, "suggest", suggest)
+    params = validate_params(tiny_raw(n_trials=3, pruner={"kind": "none"}))
+    tune_stage.tune(params, prepared(project))
+    study = load_study(project, params)
+    assert states(study) == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert "loss became nan" in study.trials[1].user_attrs["fail_reason"]
+    failed_run = next(r for r in tune_runs(project) if r.data.tags.get("optuna.trial_number") == "1")
+    assert failed_run.info.status == "FAILED" and "loss became nan" in failed_run.data.tags["fail_reason"]
+
+
+def test_best_params_file_feeds_the_tuned_variant(project):
+    raw = {**tiny_raw(n_trials=2, pruner={"kind": "none"}), "tracking": {"log_model": False}}
+    params = validate_params(raw)
+    tune_stage.tune(params, prepared(project))
+    best = yaml.safe_load(BEST_PARAMS_FILE.read_text())
+    study = load_study(project, params)
+    assert best["trial"] == study.best_trial.number and best["variant"] == "sparse"
+    assert best["params"]["variants"]["sparse"]["hidden_dims"] == [study.best_params["hidden_units"]]
+    assert best["params"]["train"]["lr"] == study.best_params["lr"]
+    train_stage.main(params, "tuned")
+    model = torch.load(Path("data/models/tuned/model.pt"), weights_only=True)
+    assert model["variant"] == "sparse"
+    assert model["hparams"]["hidden_dims"] == [study.best_params["hidden_units"]]
+    assert model["hparams"]["beta"] == study.best_params["beta"]
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["aelab"], output_format="list")
+    assert [r.info.run_name for r in runs] == ["tuned"] and runs[0].data.tags["dvc_stage"] == "train_tuned"
+
+
+def test_tuned_variant_without_a_search_is_a_clear_error(project):
+    with pytest.raises(ConfigError, match=r"best_params.yaml: not found; run `aelab tune`"):
+        train_stage.main(validate_params(tiny_raw()), "tuned")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tune.space.rho={low: 0.3, high: 0.1}", "tune.space.rho: empty or inverted range: low 0.3 > high 0.1"),
+        ("tune.space.hidden_units={low: 64, high: 8}", "tune.space.hidden_units: empty or inverted range"),
+        ("tune.space.units={low: 8, high: 64}", "tune.space.units: unknown key; allowed: beta, depth, hidden_units"),
+        ("tune.space.rho=1.5", "rho must lie in (0.0, 1.0)"),
+        ("tune.objectives=[val/mse, active_units]", "cannot prune a multi-objective search"),
+        ("tune.storage=sqlite:////nonexistent-dir/x/optuna.db", "tune.storage: cannot open sqlite:////nonexistent"),
+        (
+            "tune.storage=postgresql://aelab:secret@127.0.0.1:1/optuna",
+            "tune.storage: cannot open postgresql://aelab:***",
+        ),
+        ("tune.storage=not-a-storage", "neither a path ending in .journal nor an RDB URL"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_trial(project, capsys, override, message):
+    assert cli_main(["tune", "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "secret" not in err
+    assert not list(project.glob("data/studies/*.journal")) or override.startswith("tune.storage=sqlite")
+    assert not BEST_PARAMS_FILE.exists()
+
+
+def test_sqlite_with_parallel_workers_is_refused(project, capsys):
+    assert cli_main(["tune", "--workers", "2", "--set", "tune.storage=sqlite:///optuna.db"]) == 2
+    assert "SQLite cannot be shared by parallel workers" in capsys.readouterr().err
+
+
+def test_changed_settings_under_the_same_study_name_are_refused(project):
+    tune_stage.tune(validate_params(tiny_raw(n_trials=1, study="mine")), prepared(project))
+    with pytest.raises(ConfigError, match="study 'mine' .* was made with other search settings"):
+        tune_stage.tune(validate_params(tiny_raw(n_trials=1, study="mine", max_epochs=3)), prepared(project))
+
+
+def test_multi_objective_search_reports_a_pareto_front(project):
+    params = validate_params(
+        tiny_raw(n_trials=3, max_epochs=2, objectives=["val/mse", "active_units"], pruner={"kind": "none"})
+    )
+    result = tune_stage.tune(params, prepared(project))
+    study = load_study(project, params)
+    assert len(study.directions) == 2 and finished(study) == 3
+    assert result["best"]["trial"] in {t.number for t in study.best_trials}
+    parent = next(r for r in tune_runs(project) if r.data.tags.get("aelab.role") == "study")
+    paths = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
+    assert "pareto_front.json" in paths
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/pareto_front.png" in plots
+
+
+def test_interrupted_and_killed_searches_resume_to_the_exact_budget(project):
+    params = validate_params(tiny_raw(n_trials=5))
+    study = None
+
+    def running_after(n_finished):
+        nonlocal study
+        try:
+            study = study or load_study(project, params)
+        except (KeyError, FileNotFoundError):
+            return False
+        running = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+        return finished(study) >= n_finished and any(tune_stage.ATTR_RUN in t.user_attrs for t in running)
+
+    # Ctrl-C during a trial: the trial is marked failed (interrupted), the process exits 130
+    proc = start_tune(project, "--n-trials", "5")
+    wait_for(lambda: running_after(1), proc)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, output[-2000:]
+    assert "re-run the command to resume" in output
+    interrupted = [t for t in study.get_trials() if t.state == TrialState.FAIL]
+    assert len(interrupted) == 1 and interrupted[0].user_attrs["aelab.fail_kind"] == "interrupted"
+    # SIGKILL during a trial: the trial stays RUNNING in the journal
+    proc = start_tune(project, "--n-trials", "5")
+    wait_for(lambda: running_after(3), proc)
+    proc.kill()
+    proc.wait()
+    left = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+    assert len(left) == 1
+    # resuming fails the dead worker's trial and runs exactly the missing trials
+    assert cli_main(["tune", "--n-trials", "5"]) == 0
+    trials = study.get_trials()
+    assert finished(study) == 5
+    assert trials[left[0].number].state == TrialState.FAIL
+    assert trials[left[0].number].user_attrs["aelab.fail_kind"] == "dead_worker"
+    killed_run = next(r for r in tune_runs(project) if r.data.tags.get("optuna.trial_number") == str(left[0].number))
+    assert killed_run.info.status == "FAILED"
+    statuses = {r.info.status for r in tune_runs(project) if r.data.tags.get("aelab.role") == "trial"}
+    assert "RUNNING" not in statuses
+
+
+def test_two_workers_share_one_study_exactly(project):
+    result = subprocess.run(
+        [sys.executable, "-m", "aelab.cli", "tune", "--workers", "2", "--n-trials", "6"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    params = validate_params(tiny_raw(n_trials=6))
+    study = load_study(project, params)
+    trials = study.get_trials()
+    assert finished(study) == 6 and len(trials) == 6, [t.state for t in trials]
+    assert len({t.user_attrs["aelab.pid"] for t in trials}) == 2, "both workers ran trials"
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 6, "no point proposed twice"
+    runs = tune_runs(project)
+    parent = [r for r in runs if r.data.tags.get("aelab.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("aelab.role") == "trial"]
+    assert len(parent) == 1 and len(children) == 6
+    assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in children)
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == list(range(6))
+    assert BEST_PARAMS_FILE.exists()
+
+
+def test_workers_are_pinned_one_gpu_each(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert tune_stage.worker_devices(3, "auto") == ["2", "5", "2"]
+    assert tune_stage.worker_devices(2, "cpu") == [None, None]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert tune_stage.worker_devices(2, "gpu") == ["0", "1"]
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") is None
+
+
+def test_hyperband_pruner_search_completes(project):
+    params = validate_params(tiny_raw(n_trials=3, pruner={"kind": "hyperband", "min_resource": 1}))
+    tune_stage.tune(params, prepared(project))
+    study = load_study(project, params)
+    assert isinstance(tune_stage.make_pruner(params.tune), optuna.pruners.HyperbandPruner)
+    assert finished(study) == 3 and TrialState.FAIL not in states(study)
+
+
+def test_an_rdb_url_is_accepted_as_storage(project):
+    url = f"sqlite:///{project / 'optuna.db'}"
+    params = validate_params(tiny_raw(n_trials=2, max_epochs=2, storage=url, study="rdb"))
+    tune_stage.tune(params, prepared(project))
+    study = optuna.load_study(study_name="rdb", storage=url)
+    assert finished(study) == 2 and not list(project.glob("data/studies/*.journal"))
+    assert study.user_attrs[tune_stage.ATTR_PARENT_RUN]
+
+
+def test_a_trial_asked_beyond_the_budget_is_failed_before_it_trains(project, monkeypatch):
+    """What a worker on another machine meets when the others used the budget between its count and its ask."""
+    monkeypatch.setattr(train_stage, "fit_trial", lambda *args: pytest.fail("an over-budget trial must not train"))
+    params = validate_params(tiny_raw(n_trials=1))
+    ctx = tune_stage.open_study(params, prepared(project))
+    ctx.study.add_trial(optuna.trial.create_trial(value=0.5))
+    ctx.study.optimize(tune_stage.Objective(ctx, budget=1), n_trials=1, catch=(Exception,))
+    late = ctx.study.trials[1]
+    assert late.state == TrialState.FAIL and late.user_attrs["aelab.fail_kind"] == "over_budget"
+    assert not [r for r in tune_runs(project) if r.data.tags.get("aelab.role") == "trial"]
