@@ -84,5 +84,7 @@ def scratch_baseline(
     raw["tracking"]["log_model"] = False
     scratch_params = validate_params(raw, f"variants.{variant} (scratch baseline)")
     tags = {"mlflow.parentRunId": parent_run_id, "aelab.role": "scratch_baseline"}
-    scratch = train_variant(scratch_params, variant, data, out / variant / "scratch", f"{variant}/scratch", tags)
+    scratch = train_variant(
+        scratch_params, variant, data, out / variant / "scratch", run_name=f"{variant}/scratch", extra_tags=tags
+    )
     return {f"scratch/{key}": value for key, value in scratch.metrics.items()}
