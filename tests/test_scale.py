@@ -313,6 +313,12 @@ def test_bench_runs_both_paths_and_reports(capsys: pytest.CaptureFixture) -> Non
         assert path in out
 
 
+def test_bench_choices_on_the_command_line_match_the_bench() -> None:
+    from aelab import bench, cli
+
+    assert cli.BENCH_DATA == bench.DATA_KINDS and cli.BENCH_PRECISIONS == bench.PRECISIONS
+
+
 def test_bench_rejects_a_precision_it_cannot_compare() -> None:
     from aelab.cli import main
 
