@@ -132,6 +132,9 @@ import lightning as L
 from aelab.stages import train
 
 class Kill(L.Callback):
+    def on_train_start(self, trainer, module):
+        print(f"started at epoch {{trainer.current_epoch}}", file=sys.stderr, flush=True)
+
     def on_train_epoch_start(self, trainer, module):
         if trainer.current_epoch == {epoch}:
             os.kill(os.getpid(), signal.{signal})
@@ -164,6 +167,7 @@ def test_interrupted_and_killed_training_resumes_to_the_same_result_in_the_same_
     killed = interrupted(2, "SIGKILL")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert f"denoising: resuming from {Path('data/checkpoints/denoising')}" in killed.stderr
+    assert "started at epoch 0" in ctrl_c.stderr and "started at epoch 1" in killed.stderr  # resumed
     assert not (project / "data" / "models" / "denoising").exists()
     (ckpt,) = (project / "data" / "checkpoints" / "denoising").iterdir()
     assert torch.load(ckpt / "last.ckpt", weights_only=False)["epoch"] == 1
@@ -208,6 +212,18 @@ def test_diverging_loss_is_reported_within_a_few_steps(project: Path) -> None:
     bad = PreparedData(Split(data.train.x * float("nan"), None), data.val, data.test, data.meta)
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 0, step [123];"):
         train_variant(params("train.check_finite_every_n_steps=3", "model.loss=mse"), "undercomplete", bad)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_training(project: Path) -> None:
+    """`train.compile` runs the module through torch.compile (inductor needs a C compiler on CPU)."""
+    from aelab.data.prepared import load_prepared
+    from aelab.stages.train import train_variant
+
+    data = load_prepared(Path("data/prepared"))
+    eager = train_variant(params("train.max_epochs=1"), "sparse", data).metrics
+    compiled = train_variant(params("train.max_epochs=1", "train.compile=true"), "sparse", data).metrics
+    assert compiled["test/loss"] == pytest.approx(eager["test/loss"], rel=1e-3)
 
 
 # ---- an MLflow tracking server --------------------------------------------------------------------------------
@@ -295,6 +311,12 @@ def test_bench_runs_both_paths_and_reports(capsys: pytest.CaptureFixture) -> Non
     assert "machine sgemm throughput" in out
     for path in ("bare", "lightning"):
         assert path in out
+
+
+def test_bench_choices_on_the_command_line_match_the_bench() -> None:
+    from aelab import bench, cli
+
+    assert cli.BENCH_DATA == bench.DATA_KINDS and cli.BENCH_PRECISIONS == bench.PRECISIONS
 
 
 def test_bench_rejects_a_precision_it_cannot_compare() -> None:

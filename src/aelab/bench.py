@@ -190,7 +190,7 @@ class _StepTimer(L.Callback):
         elif trainer.global_step == self.warmup + self.steps:
             _synchronize(self.device)
             self.stop = time.perf_counter()
-            self.loss = float(outputs["loss"])
+            self.loss = float(outputs["loss"]) if isinstance(outputs, dict) and "loss" in outputs else float("nan")
 
 
 def run_lightning(

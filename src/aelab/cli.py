@@ -44,24 +44,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+BENCH_DATA = ("synthetic", "digits", "mnist", "fashion-mnist", "prepared")  # = aelab.bench.DATA_KINDS
+BENCH_PRECISIONS = ("32", "bf16-mixed", "16-mixed")  # = aelab.bench.PRECISIONS (not imported: torch is slow to load)
+
+
 def _add_bench(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """`aelab bench`: Lightning path vs a hand-written loop (the options below are shortcuts for `--set`)."""
-    from aelab.bench import DATA_KINDS, PRECISIONS, BenchOptions
-
-    defaults = BenchOptions()
     bench = sub.add_parser("bench", parents=[common], help="time the Lightning path against a bare PyTorch loop")
-    bench.add_argument("--variant", default=defaults.variant, choices=VARIANTS)
+    bench.add_argument("--variant", default="undercomplete", choices=VARIANTS)
     bench.add_argument("--hidden-dims", help="encoder widths, e.g. 256,32 (sets variants.V.hidden_dims)")
     bench.add_argument("--batch-size", type=int, help="sets train.batch_size")
     bench.add_argument("--device", help="cpu | cuda | auto (sets train.accelerator)")
-    bench.add_argument("--precision", choices=PRECISIONS, help="sets train.precision")
-    bench.add_argument("--steps", type=int, default=defaults.steps, help="timed steps per path")
-    bench.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed steps before them")
-    bench.add_argument("--repeats", type=int, default=defaults.repeats, help="alternating runs; the best counts")
-    bench.add_argument("--data", default=defaults.data, choices=DATA_KINDS, help="synthetic: random MNIST-sized")
+    bench.add_argument("--precision", choices=BENCH_PRECISIONS, help="sets train.precision")
+    bench.add_argument("--steps", type=int, help="timed steps per path (default 300)")
+    bench.add_argument("--warmup", type=int, help="untimed steps before them (default 30)")
+    bench.add_argument("--repeats", type=int, help="alternating runs; the fastest of each path counts (default 3)")
+    bench.add_argument("--data", choices=BENCH_DATA, help="default synthetic: random rows, MNIST-sized")
     bench.add_argument("--data-path", help="IDX folder (mnist, fashion-mnist) or prepared folder")
-    bench.add_argument("--samples", type=int, default=defaults.samples, help="synthetic rows")
-    bench.add_argument("--features", type=int, default=defaults.features, help="synthetic columns")
+    bench.add_argument("--samples", type=int, help="synthetic rows (default 60000)")
+    bench.add_argument("--features", type=int, help="synthetic columns (default 784)")
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -76,16 +77,8 @@ def _bench(args: argparse.Namespace) -> None:
         overrides.append(f"train.accelerator={args.device}")
     if args.precision:
         overrides.append(f"train.precision='{args.precision}'")
-    options = bench.BenchOptions(
-        variant=args.variant,
-        steps=args.steps,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        data=args.data,
-        data_path=args.data_path,
-        samples=args.samples,
-        features=args.features,
-    )
+    names = ("variant", "steps", "warmup", "repeats", "data", "data_path", "samples", "features")
+    options = bench.BenchOptions(**{k: getattr(args, k) for k in names if getattr(args, k) is not None})
     bench.main(load_params(args.params, overrides), options)
 
 

@@ -20,7 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from aelab.data.corruptions import Corruption
 from aelab.data.prepared import PreparedData, load_prepared
@@ -88,9 +88,25 @@ class TensorRows(Dataset):
         return self.x[indices], number
 
 
-def _as_is(batch: tuple[Tensor, int]) -> tuple[Tensor, int]:
-    """The batch is already a tensor: skip DataLoader's default conversion walk."""
-    return batch
+class IndexLoader:
+    """The loader Lightning iterates: gathers each index batch from the resident tensor, nothing else.
+
+    A `torch.utils.data.DataLoader` adds fetcher, collate and worker bookkeeping to every batch, all idle here
+    (the rows are in memory, on the device). Lightning needs only iteration, `len` and `sampler.set_epoch`.
+    """
+
+    def __init__(self, x: Tensor, sampler: IndexBatches) -> None:
+        self.dataset = TensorRows(x)
+        self.sampler = sampler
+        self.batch_sampler = None  # what Lightning's DataLoader inspection looks for
+
+    def __iter__(self) -> Iterator[tuple[Tensor, int]]:
+        x = self.dataset.x
+        for number, indices in self.sampler:
+            yield x[indices], number
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 class AutoencoderDataModule(L.LightningDataModule):
@@ -156,20 +172,19 @@ class AutoencoderDataModule(L.LightningDataModule):
             return 0, 1
         return trainer.global_rank, trainer.world_size
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> IndexLoader:
         rank, world = self._rank_world()
         x = self.tensors[split]
         per_rank = self.per_rank_batch_size(batch_size, world) if split == "train" else batch_size
-        sampler = IndexBatches(len(x), per_rank, shuffle, self.seed, rank, world, device=x.device)
-        return DataLoader(TensorRows(x), sampler=sampler, batch_size=None, num_workers=0, collate_fn=_as_is)
+        return IndexLoader(x, IndexBatches(len(x), per_rank, shuffle, self.seed, rank, world, device=x.device))
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> IndexLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> IndexLoader:
         return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> IndexLoader:
         return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
 
     def _current_split(self) -> tuple[str, int]:

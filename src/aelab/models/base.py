@@ -1,9 +1,9 @@
 """The one base `AutoencoderModule`: owns loss, optimiser and logging. Variants override one small hook.
 
-Training logs cheaply: per step only on-device torchmetrics accumulators are updated (no `self.log`, no host sync);
-the epoch means are logged once per epoch (torchmetrics reduces them across DDP ranks), the step loss every
-`log_every_n_steps` steps, and the running loss is checked for NaN/inf every `check_finite_every_n_steps` steps
-(a check makes the host wait for the GPU).
+Training logs cheaply: per step each scalar is added into an on-device running sum (one in-place op: no `self.log`,
+no host sync, no metric-object overhead); once per epoch the sums go into torchmetrics means, which reduce them
+across DDP ranks, and are logged. The step loss is logged every `log_every_n_steps` steps, and the running loss is
+checked for NaN/inf every `check_finite_every_n_steps` steps (a check makes the host wait for the GPU).
 """
 
 from __future__ import annotations
@@ -52,8 +52,11 @@ class AutoencoderModule(L.LightningModule):
         self.encoder, self.decoder = self.build_networks()
         self.val_mse, self.test_mse = MeanSquaredError(), MeanSquaredError()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        # Epoch means of the training scalars (loss, penalty terms, code statistics), created on first use.
+        # Epoch means of the training scalars (loss, penalty terms, code statistics), created on first use, fed
+        # once per epoch from on-device running sums (batch-size weighted) and row counts.
         self.train_means = nn.ModuleDict()
+        self._train_sums: dict[str, Tensor] = {}
+        self._train_rows: dict[str, int] = {}
         self.check_finite_every_n_steps = check_finite_every_n_steps
 
     # ---- hooks for variants -------------------------------------------------------------------------
@@ -113,15 +116,21 @@ class AutoencoderModule(L.LightningModule):
         torch.manual_seed(self.hparams.seed * 7919 + self.current_epoch)
         for metric in self.train_means.values():
             metric.reset()
+        self._train_sums.clear()
+        self._train_rows.clear()
 
     def accumulate(self, stage: str, name: str, value: Tensor, n: int) -> None:
         """Add a batch scalar to its epoch mean (weighted by batch size) without syncing the device."""
         if stage != "train":
             self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
             return
-        if name not in self.train_means:
-            self.train_means[name] = MeanMetric(nan_strategy="disable").to(value.device)
-        self.train_means[name].update(value.detach(), weight=n)
+        total = self._train_sums.get(name)
+        if total is None:
+            self._train_sums[name] = value.detach().float() * n
+            self._train_rows[name] = n
+        else:
+            total.add_(value.detach(), alpha=n)
+            self._train_rows[name] += n
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, recon, code, terms = self._losses(batch)
@@ -145,10 +154,10 @@ class AutoencoderModule(L.LightningModule):
 
     def _check_finite(self, loss: Tensor | None = None) -> None:
         """The running epoch loss turns NaN/inf as soon as one step's loss does: one check covers every step."""
-        running = self.train_means["loss"] if "loss" in self.train_means else None  # noqa: SIM401 (no .get)
-        if running is None or torch.isfinite(running.mean_value):
+        running = self._train_sums.get("loss")
+        if running is None or torch.isfinite(running):
             return
-        value = loss.item() if loss is not None and not torch.isfinite(loss) else running.mean_value.item()
+        value = loss.item() if loss is not None and not torch.isfinite(loss) else running.item()
         raise TrainingError(
             f"{self.variant}: loss became {value} at epoch {self.current_epoch}, step {self.global_step}; "
             "try a lower train.lr, model.loss=bce, or check the input data for extreme values "
@@ -157,8 +166,13 @@ class AutoencoderModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._check_finite()
+        for name, total in self._train_sums.items():
+            if name not in self.train_means:
+                self.train_means[name] = MeanMetric(nan_strategy="disable").to(total.device)
+            rows = self._train_rows[name]
+            self.train_means[name].update(total / rows, weight=rows)
         # torchmetrics' compute() reduces across DDP ranks, so the values logged here are global already.
-        means = {f"train/{name}": metric.compute() for name, metric in self.train_means.items()}
+        means = {f"train/{name}": self.train_means[name].compute() for name in self._train_sums}
         if "train/loss" in means and "train/recon" not in means:
             means["train/recon"] = means["train/loss"]
         self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)  # a no-op mean of equal values

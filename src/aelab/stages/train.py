@@ -62,12 +62,32 @@ def build_datamodule(params: Params, variant: str, data: PreparedData) -> Autoen
     )
 
 
+# Where and how fast a training runs, not what it computes: a run preempted on 4 GPUs may resume on 2 (the global
+# batch does not depend on the number of processes), or with another logging interval.
+PLACEMENT_KEYS = frozenset(
+    {
+        "accelerator",
+        "devices",
+        "strategy",
+        "num_nodes",
+        "progress_bar",
+        "log_every_n_steps",
+        "check_finite_every_n_steps",
+        "compile",
+        "data_on_device",
+        "resume",
+    }
+)
+
+
 def checkpoint_dir(params: Params, variant: str, data: PreparedData, name: str | None = None) -> Path:
     """One folder per (variant, training-relevant params, data): a changed config never resumes a stale run."""
+    module = module_options(params, variant, data.n_features, data.image_shape)
+    train = params.train.model_dump(mode="json")
     key = {
-        "module": module_options(params, variant, data.n_features, data.image_shape),
+        "module": {k: v for k, v in module.items() if k not in PLACEMENT_KEYS},
         "variant": params.variant(variant).model_dump(mode="json"),
-        "train": params.train.model_dump(mode="json"),
+        "train": {k: v for k, v in train.items() if k not in PLACEMENT_KEYS},
         "data": data.meta,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
