@@ -275,7 +275,7 @@ def test_deep_variant_trains_saves_and_loads(tmp_path, monkeypatch, digits, vari
 def test_documented_mnist_settings_build_for_28x28() -> None:
     from aelab.config import load_params
 
-    params = load_params(Path(__file__).resolve().parents[1] / "configs" / "deep-mnist.yaml")
+    params = load_params(Path(__file__).resolve().parents[1] / "src" / "aelab" / "benchmarks" / "deep-mnist.yaml")
     x = torch.rand(2, 784)
     for variant in ("stacked", "conv", "stacked_conv"):
         module = build_module(params, variant, 784, [1, 28, 28]).eval()

@@ -256,7 +256,10 @@ def test_multi_objective_search_reports_a_pareto_front(project):
 
 
 def test_interrupted_and_killed_searches_resume_to_the_exact_budget(project):
-    params = validate_params(tiny_raw(n_trials=5))
+    # No pruning and a few epochs per trial: each trial lasts long enough to be caught running on an idle machine.
+    raw = tiny_raw(n_trials=5, max_epochs=6, pruner={"kind": "none"})
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = validate_params(raw)
     study = None
 
     def running_after(n_finished):
