@@ -14,6 +14,13 @@ sys.path.insert(0, str(SRC))
 os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri(monkeypatch):
+    """`mlflow.set_tracking_uri` also sets MLFLOW_TRACKING_URI in the environment: never let one test's store
+    become the next test's (or its subprocesses') store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 def shared_data_dir() -> Path:
     """MNIST / Fashion-MNIST originals for tests and benchmarks: `AELAB_SHARED_DATA` or `<repo>/../shared/data`."""
     return Path(os.environ.get("AELAB_SHARED_DATA", REPO.parent / "shared" / "data"))

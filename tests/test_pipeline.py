@@ -1,6 +1,7 @@
 """Integration: the real `dvc repro` in a temporary copy of the repository, with tiny settings."""
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -28,7 +29,9 @@ def _copy_repo(target):
 
 
 def _run(args, cwd):
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600)
+    # The project's own store: no tracking URI or project root inherited from the test process.
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "AELAB_PROJECT_ROOT")}
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 

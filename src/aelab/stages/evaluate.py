@@ -201,17 +201,26 @@ def evaluate(
 def log_to_mlflow(params: Params, results: dict, outputs: Outputs, models_dir: Path, metrics_file: Path) -> list[str]:
     """Each variant's metrics (as `eval/...`), its figures and the shared tables into its training run."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from aelab.tracking import tracking_uri
 
-    mlflow.set_tracking_uri(tracking_uri(params.tracking))
     logged = []
     for method, metrics in results.items():
         run_file = models_dir / method / "run.json"
         if not run_file.exists():
             continue
-        run_id = json.loads(run_file.read_text())["run_id"]
-        with mlflow.start_run(run_id=run_id):
+        run = json.loads(run_file.read_text())
+        # The store the training run was written to (recorded by `train`), also when evaluating from elsewhere.
+        mlflow.set_tracking_uri(run.get("tracking_uri") or tracking_uri(params.tracking))
+        try:
+            mlflow.MlflowClient().get_run(run["run_id"])
+        except MlflowException:
+            Console(stderr=True).print(
+                f"{method}: MLflow run {run['run_id']} not found; metrics kept in {metrics_file}"
+            )
+            continue
+        with mlflow.start_run(run_id=run["run_id"]):
             mlflow.log_metrics({f"eval/{k}": float(v) for k, v in metrics.items()})
             for path in outputs.by_method.get(method, []) + outputs.by_method.get("all", []):
                 mlflow.log_artifact(str(path), artifact_path=str(path.parent.relative_to(outputs.root.parent)))
