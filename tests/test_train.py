@@ -45,3 +45,20 @@ def test_nan_loss_stops_with_epoch_and_step(prepared_digits, tiny_params):
     raw = {**TINY_PARAMS, "model": {"loss": "mse"}, "train": {"max_epochs": 3, "lr": 1.0e25, "optimizer": "sgd"}}
     with pytest.raises(TrainingError, match=r"undercomplete: loss became nan at epoch \d+, step \d+; try a lower"):
         train_variant(validate_params(raw), "undercomplete", prepared_digits)
+
+
+def test_ctrl_c_surfaces_as_keyboard_interrupt_on_every_training_path(prepared_digits, tiny_params):
+    """One helper serves the pipeline, trials, one-class models and pre-training: none mistakes Ctrl-C for the end."""
+    import lightning as L
+
+    from aelab.models import build_module
+    from aelab.stages.train import build_datamodule, build_trainer, fit_or_interrupt
+
+    class CtrlC(L.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            raise KeyboardInterrupt
+
+    module = build_module(tiny_params, "undercomplete", prepared_digits.n_features)
+    trainer = build_trainer(tiny_params, None, False, callbacks=[CtrlC()])
+    with pytest.raises(KeyboardInterrupt):
+        fit_or_interrupt(trainer, module, build_datamodule(tiny_params, "undercomplete", prepared_digits))

@@ -19,10 +19,9 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from aelab.config import Params, validate_params
 from aelab.data.datamodule import AutoencoderDataModule
 from aelab.data.prepared import PreparedData
-from aelab.errors import AelabError
 from aelab.models.greedy import GreedyLayerModule
 from aelab.models.layered import LayeredAutoencoder
-from aelab.stages.train import build_trainer
+from aelab.stages.train import build_trainer, fit_or_interrupt
 
 
 def pretrain_layers(
@@ -58,11 +57,9 @@ def pretrain_layers(
         try:
             with warnings.catch_warnings():  # the frozen layers are in eval mode on purpose
                 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-                trainer.fit(phase, dm, ckpt_path=last if last.exists() and not restart else None)
+                fit_or_interrupt(trainer, phase, dm, ckpt_path=last if last.exists() and not restart else None)
         finally:
             module.requires_grad_(True)
-        if trainer.interrupted:
-            raise AelabError(f"{variant}: pre-training of {name} interrupted; run the same command again to resume")
         if trainer.is_global_zero:
             torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, finished)
     module.train()  # the phases leave lower layers in eval mode, and Lightning keeps whatever mode it is given

@@ -32,7 +32,6 @@ from aelab.config import Params, flatten
 from aelab.data.corruptions import build_corruption
 from aelab.data.datamodule import AutoencoderDataModule
 from aelab.data.prepared import PreparedData, load_prepared
-from aelab.errors import AelabError
 from aelab.models import VARIANT_CLASSES, build_module, module_options, save_model
 from aelab.models.base import AutoencoderModule
 from aelab.paths import BEST_PARAMS_FILE, MODELS_DIR, PREPARED_DIR, TUNED
@@ -160,6 +159,31 @@ def build_trainer(
     return L.Trainer(**options)
 
 
+def fit_or_interrupt(
+    trainer: L.Trainer, module: L.LightningModule, dm: L.LightningDataModule, **fit_kwargs: Any
+) -> None:
+    """`trainer.fit`, with Ctrl-C surfacing as `KeyboardInterrupt` (the CLI exits 130 and says how to resume).
+
+    Lightning shuts down gracefully on Ctrl-C, then either returns with `trainer.interrupted` set or calls
+    `sys.exit(1)`; every training path (pipeline, Optuna trials, one-class models, pre-training phases) goes through
+    here so that none of them mistakes an interrupted fit for a finished one.
+    """
+    try:
+        trainer.fit(module, dm, **fit_kwargs)
+    except SystemExit:
+        if trainer.state.status == TrainerStatus.INTERRUPTED:
+            raise KeyboardInterrupt from None
+        raise
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+
+
+def best_module(trainer: L.Trainer, variant: str, module: AutoencoderModule) -> AutoencoderModule:
+    """The lowest-`val/loss` checkpoint of this fit, or `module` itself where none was written."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    return VARIANT_CLASSES[variant].load_from_checkpoint(best, map_location="cpu") if best else module
+
+
 def fit_trial(
     params: Params, variant: str, data: PreparedData, logger: Any, callbacks: list[L.Callback], max_epochs: int
 ) -> tuple[AutoencoderModule, L.Trainer]:
@@ -172,12 +196,7 @@ def fit_trial(
     module = build_module(params, variant, data.n_features, data.image_shape)
     dm = build_datamodule(params, variant, data)
     trainer = build_trainer(params, None, logger, max_epochs=max_epochs, callbacks=callbacks)
-    try:
-        trainer.fit(module, dm)
-    except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown followed by sys.exit(1)
-        raise KeyboardInterrupt from None
-    if trainer.interrupted:
-        raise KeyboardInterrupt
+    fit_or_interrupt(trainer, module, dm)
     return module, trainer
 
 
@@ -269,18 +288,10 @@ def train_variant(
         pretrain_epochs = pretrain_layers(
             params, variant, module, dm, logger, ckpt_dir, skip=not fresh, restart=restart
         )
-    fit_module = torch.compile(module) if params.train.compile else module
-    try:
-        trainer.fit(fit_module, dm, ckpt_path=None if fresh else resume)
-    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after saving nothing: say how to resume
-        if trainer.state.status == TrainerStatus.INTERRUPTED:
-            raise KeyboardInterrupt from None
-        raise
-    if trainer.interrupted:
-        raise AelabError(f"{name}: training interrupted; run the same command again to resume from {ckpt_dir}")
+    compiled = torch.compile(module) if params.train.compile else module
+    fit_or_interrupt(trainer, compiled, dm, ckpt_path=None if fresh else resume)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if best:
-        module = VARIANT_CLASSES[variant].load_from_checkpoint(best, map_location="cpu")
+    module = best_module(trainer, variant, module)
     tested = trainer.test(module, dm, verbose=False)[0]
     metrics = {k: float(v) for k, v in sorted(tested.items())}
     metrics["best_epoch"] = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"]) if best else -1
@@ -304,7 +315,9 @@ def train_variant(
         folder.mkdir(parents=True, exist_ok=True)
         save_model(module, folder / "model.pt")
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        (folder / "run.json").write_text(json.dumps({"run_id": logger.run_id, "tracking_uri": logger._tracking_uri}))
+        (folder / "run.json").write_text(
+            json.dumps({"run_id": logger.run_id, "tracking_uri": tracking_uri(params.tracking)})
+        )
         log_artifacts(logger.run_id, params, module, dm, folder)
         (ckpt_dir / COMPLETE_MARKER).touch()
     return TrainResult(module, metrics, logger.run_id if logger else None)
@@ -332,13 +345,8 @@ def fit_module(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     resume = ckpt_dir / "last.ckpt"
     trainer = build_trainer(params, ckpt_dir, logger=False, max_epochs=max_epochs)
-    trainer.fit(module, dm, ckpt_path=resume if resume.exists() else None)
-    if trainer.interrupted:
-        raise AelabError(f"{variant}: training interrupted; run the same command again to resume from {ckpt_dir}")
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if best:
-        module = VARIANT_CLASSES[variant].load_from_checkpoint(best, map_location="cpu")
-    return module.cpu().eval()
+    fit_or_interrupt(trainer, module, dm, ckpt_path=resume if resume.exists() else None)
+    return best_module(trainer, variant, module).cpu().eval()
 
 
 def _stage_name(name: str) -> str:
