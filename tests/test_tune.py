@@ -21,6 +21,7 @@ from aelab.errors import ConfigError, TrainingError
 from aelab.paths import BEST_PARAMS_FILE
 from aelab.stages import train as train_stage
 from aelab.stages import tune as tune_stage
+from aelab.tracking import uninterruptible
 from tests.conftest import TINY_PARAMS
 
 TINY_TUNE = {
@@ -361,3 +362,46 @@ def test_a_trial_asked_beyond_the_budget_is_failed_before_it_trains(project, mon
     late = ctx.study.trials[1]
     assert late.state == TrialState.FAIL and late.user_attrs["aelab.fail_kind"] == "over_budget"
     assert not [r for r in tune_runs(project) if r.data.tags.get("aelab.role") == "trial"]
+
+
+def test_ctrl_c_inside_a_store_write_is_delivered_when_the_write_ends():
+    done = []
+    with pytest.raises(KeyboardInterrupt), uninterruptible():
+        with uninterruptible():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append("inner")
+        done.append("outer")
+    assert done == ["inner", "outer"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_run_the_interrupt_could_not_end_is_ended_when_the_study_resumes(project, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    params = validate_params(tiny_raw(n_trials=2, max_epochs=1, pruner={"kind": "none"}))
+    end_child, train = tune_stage._end_child, tune_stage.Objective._train
+
+    def interrupted_training(self, trial, params, run_id):
+        raise KeyboardInterrupt
+
+    def store_unavailable(client, run_id, state, mlflow_status, reason=None):
+        raise MlflowException("(sqlite3.OperationalError) database is locked")
+
+    monkeypatch.setattr(tune_stage.Objective, "_train", interrupted_training)
+    monkeypatch.setattr(tune_stage, "_end_child", store_unavailable)
+    with pytest.raises(KeyboardInterrupt):  # the interrupt wins over the failed bookkeeping
+        tune_stage.tune(params, prepared(project))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    study = load_study(project, params)
+    assert [t.user_attrs.get(tune_stage.ATTR_FAIL_KIND) for t in study.get_trials()] == ["interrupted"]
+    (orphan,) = [r for r in tune_runs(project) if r.data.tags.get("aelab.role") == "trial"]
+    assert orphan.info.status == "RUNNING"
+
+    monkeypatch.setattr(tune_stage.Objective, "_train", train)
+    monkeypatch.setattr(tune_stage, "_end_child", end_child)
+    tune_stage.tune(params, prepared(project))
+    trial_runs = [r for r in tune_runs(project) if r.data.tags.get("aelab.role") == "trial"]
+    runs = {r.data.tags["optuna.trial_number"]: r for r in trial_runs}
+    assert runs["0"].info.status == "KILLED" and runs["0"].data.tags["optuna.trial_state"] == "FAIL"
+    assert finished(study) == 2 and {r.info.status for k, r in runs.items() if k != "0"} == {"FINISHED"}

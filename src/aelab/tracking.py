@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from aelab.config import TrackingConfig
 from aelab.paths import project_root
@@ -40,12 +45,57 @@ def run_tags(variant: str, stage: str) -> dict[str, str]:
     return {"variant": variant, "git_commit": git_commit(), "dvc_stage": stage, "aelab.cwd": str(Path.cwd())}
 
 
+@contextmanager
+def uninterruptible() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, then deliver it.
+
+    A `KeyboardInterrupt` raised in the middle of an SQLite write can leave the store locked for the rest of the
+    process, so the run that was interrupted could not even be marked KILLED. Blocks nest; outside the main thread
+    (where Python delivers no signals) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield  # no signals here, or a handler installed outside Python that we could not put back
+        return
+    held: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held and callable(previous):
+            previous(signal.SIGINT, held[0])
+
+
 def mlflow_logger(cfg: TrackingConfig, run_name: str, tags: dict[str, str], run_id: str | None = None):
     """Lightning's MLFlowLogger pointed explicitly at our store (its default is the refused file store)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
+    class UninterruptibleMLFlowLogger(MLFlowLogger):
+        """Each write to the store completes before Ctrl-C is delivered (see `uninterruptible`)."""
+
+        @property
+        def experiment(self) -> Any:
+            with uninterruptible():
+                return super().experiment
+
+        def log_hyperparams(self, params: Any) -> None:
+            with uninterruptible():
+                super().log_hyperparams(params)
+
+        def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+            with uninterruptible():
+                super().log_metrics(metrics, step)
+
+        def finalize(self, status: str = "success") -> None:
+            with uninterruptible():
+                super().finalize(status)
+
+        def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+            with uninterruptible():
+                super().after_save_checkpoint(checkpoint_callback)
+
     uri = tracking_uri(cfg)
-    return MLFlowLogger(
+    return UninterruptibleMLFlowLogger(
         experiment_name=cfg.experiment,
         run_name=run_name,
         tracking_uri=uri,

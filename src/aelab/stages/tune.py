@@ -45,7 +45,7 @@ from aelab.config import Params, TuneConfig, flatten, validate_params
 from aelab.data.prepared import PreparedData, load_prepared
 from aelab.errors import AelabError, ConfigError, TrainingError
 from aelab.paths import BEST_PARAMS_FILE, PREPARED_DIR, STUDIES_DIR, project_root
-from aelab.tracking import artifact_location, git_commit, tracking_uri
+from aelab.tracking import artifact_location, git_commit, tracking_uri, uninterruptible
 
 BASE_VARIANT = "sparse"
 """The variant whose hidden units and sparsity are tuned (and that the `tuned` variant trains)."""
@@ -317,6 +317,7 @@ def _experiment_id(client: Any, name: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+@uninterruptible()
 def ensure_parent_run(ctx: StudyContext) -> str:
     """One MLflow run per study, made once (under the host lock) and found by every worker via the study."""
     from mlflow.exceptions import MlflowException
@@ -348,10 +349,38 @@ def ensure_parent_run(ctx: StudyContext) -> str:
 
 
 def _end_child(client: Any, run_id: str, state: str, mlflow_status: str, reason: str | None = None) -> None:
-    client.set_tag(run_id, "optuna.trial_state", state)
-    if reason:
-        client.set_tag(run_id, "fail_reason", reason[:5000])
-    client.set_terminated(run_id, mlflow_status)
+    with uninterruptible():
+        client.set_tag(run_id, "optuna.trial_state", state)
+        if reason:
+            client.set_tag(run_id, "fail_reason", reason[:5000])
+        client.set_terminated(run_id, mlflow_status)
+
+
+TRIAL_RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
+
+
+def close_orphaned_runs(ctx: StudyContext) -> list[str]:
+    """End the MLflow runs still RUNNING for trials that Optuna has finished.
+
+    A trial's run is ended right after the trial, but a process killed (or a store unavailable) at that moment
+    leaves it RUNNING; resuming the study brings MLflow back in line with the study, which is the record.
+    """
+    client = _client(ctx.params)
+    experiment = client.get_experiment_by_name(ctx.experiment)
+    if experiment is None:
+        return []
+    trials = {t.number: t for t in ctx.study.get_trials(deepcopy=False)}
+    closed = []
+    query = f"tags.`optuna.study_name` = '{ctx.name}' and tags.`aelab.role` = 'trial' and attributes.status = 'RUNNING'"
+    for run in client.search_runs([experiment.experiment_id], query, max_results=10_000):
+        trial = trials.get(int(run.data.tags.get("optuna.trial_number", -1)))
+        if trial is None or trial.state in UNFINISHED:
+            continue
+        kind = trial.user_attrs.get(ATTR_FAIL_KIND)
+        status = TRIAL_RUN_STATUS.get(trial.state, "KILLED" if kind == "interrupted" else "FAILED")
+        _end_child(client, run.info.run_id, trial.state.name, status, trial.user_attrs.get(ATTR_FAIL_REASON))
+        closed.append(run.info.run_id)
+    return closed
 
 
 # ---- one trial -------------------------------------------------------------------------------------------------
@@ -415,8 +444,9 @@ class Objective:
         except optuna.TrialPruned:
             if run_id:
                 last = ctx.storage.get_trial(trial._trial_id).last_step or 0
-                client.log_metric(run_id, "trial/pruned_at_epoch", last)
-                _end_child(client, run_id, "PRUNED", "KILLED")
+                with uninterruptible():
+                    client.log_metric(run_id, "trial/pruned_at_epoch", last)
+                    _end_child(client, run_id, "PRUNED", "KILLED")
             raise
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # we are leaving: let the trial's record be written
@@ -424,7 +454,10 @@ class Objective:
             trial.set_user_attr(ATTR_FAIL_KIND, "interrupted")
             trial.set_user_attr(ATTR_FAIL_REASON, reason)
             if run_id:
-                _end_child(client, run_id, "FAIL", "KILLED", reason)
+                try:
+                    _end_child(client, run_id, "FAIL", "KILLED", reason)
+                except Exception as err:  # noqa: BLE001 - the interrupt must win; resuming ends the run
+                    console.print(f"[yellow]MLflow run {run_id} left RUNNING ({err}); resuming ends it[/yellow]")
             raise
         except Exception as err:
             reason = f"{type(err).__name__}: {err}"
@@ -433,12 +466,14 @@ class Objective:
             if run_id:
                 _end_child(client, run_id, "FAIL", "FAILED", reason)
             raise
-        for key, value in result.items():
-            client.log_metric(run_id, f"trial/{key.replace('/', '_')}", value)
-        _end_child(client, run_id, "COMPLETE", "FINISHED")
+        with uninterruptible():
+            for key, value in result.items():
+                client.log_metric(run_id, f"trial/{key.replace('/', '_')}", value)
+            _end_child(client, run_id, "COMPLETE", "FINISHED")
         objective = tuple(result[name] for name in cfg.objectives)
         return objective[0] if len(objective) == 1 else objective
 
+    @uninterruptible()
     def _start_child(self, client: Any, trial: optuna.Trial, values: dict[str, Any]) -> str:
         """The trial's MLflow run, nested under the study's run (also when another process made that one)."""
         from mlflow.entities import Param
@@ -676,6 +711,7 @@ def _figures(study: optuna.Study, cfg: TuneConfig) -> dict[str, Any]:
     return figures
 
 
+@uninterruptible()
 def summarise(ctx: StudyContext) -> dict[str, Any]:
     """Best params file, and the parent MLflow run's best params, value, trial table and plots."""
     import matplotlib.pyplot as plt
@@ -716,6 +752,8 @@ def tune(params: Params, data: PreparedData, workers: int = 1, argv: list[str] |
             "or use a server database (postgresql://..., mysql+pymysql://...)"
         )
     ctx = open_study(params, data)
+    if closed := close_orphaned_runs(ctx):
+        console.print(f"[yellow]ended {len(closed)} MLflow trial runs left RUNNING by an earlier process[/yellow]")
     cfg = params.tune
     before = counts(ctx.study)
     done = sum(before[s.name] for s in FINISHED)
