@@ -134,6 +134,32 @@ def test_oneclass_protocol_on_small_data(tmp_path):
     assert list(curves) == ["fpr", "autoencoder", "pca"] and curves["pca"][-1] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("variant", ["conv", "stacked_conv"])
+def test_oneclass_protocol_trains_convolutional_and_pretrained_variants(tmp_path, variant):
+    cfg = params(
+        f"evaluate.oneclass.variant={variant}",
+        "evaluate.oneclass.max_epochs=2",
+        "evaluate.oneclass.classes=[1]",
+        f"variants.{variant}.code_dim=4",
+        *([f"variants.{variant}.pretrain_epochs=1"] if variant == "stacked_conv" else []),
+    )
+    x, y = blobs(30, n_features=64)
+    data = PreparedData(
+        Split(x, y), Split(*blobs(10, 64, seed=1)), Split(*blobs(20, 64, seed=2)), meta={"image_shape": [1, 8, 8]}
+    )
+    found = oneclass.run_oneclass(cfg, data, root=tmp_path)
+    assert [(r["class"], r["method"]) for r in found.rows] == [(1, "autoencoder"), (1, "pca")]
+    (model,) = tmp_path.glob("*/class_1/model.pt")
+    assert oneclass.AutoencoderReducer.load(model).module_.code_dim == 4
+    phases = sorted(p.name for p in model.parent.glob("pretrain/layer*.pt"))
+    assert phases == (["layer1.pt", "layer2.pt", "layer3.pt"] if variant == "stacked_conv" else [])  # blocks, code
+
+
+def test_oneclass_hidden_dims_do_not_apply_to_convolutional_variants():
+    with pytest.raises(ConfigError, match=r"evaluate\.oneclass: .*hidden_dims applies to fully connected variants"):
+        params("evaluate.oneclass.variant=conv", "evaluate.oneclass.hidden_dims=[8]")
+
+
 def test_oneclass_rejects_unknown_classes(tmp_path):
     with pytest.raises(DataError, match=r"evaluate\.oneclass\.classes: \[7\]"):
         oneclass.run_oneclass(params("evaluate.oneclass.classes=[7]"), tiny_data(), root=tmp_path)
@@ -227,6 +253,12 @@ def test_report_tables_and_anchors(tmp_path):
     text = report.report(tmp_path / "unused.json", [path])
     assert "| test summed squared error, 784-1000-500-250-30 autoencoder | 3 |" in text
     assert "undercomplete: 3.5 |" in text and "undercomplete: 97 (our PCA: 95) |" in text
+    # one-class anchors stand beside the best of our variants, whichever it is
+    metrics["conv"] = {"oneclass/auroc_mean": 0.981, "oneclass/auroc/0": 0.981}
+    path.write_text(json.dumps(results))
+    text = report.report(tmp_path / "unused.json", [path])
+    assert "| one-class mean AUROC (%), geometric transformations | 98 |" in text
+    assert "conv: 98.1 (our PCA: 95) |" in text and "undercomplete: 97 " not in text
 
 
 def test_report_command_errors_are_one_line(tmp_path, capsys):
@@ -242,3 +274,22 @@ def test_evaluate_params_are_validated():
         params("evaluate.oneclass.threshold_percentile=0")
     with pytest.raises(ConfigError, match=r"evaluate\.tsne\.colour: unknown key"):
         params("evaluate.tsne.colour=red")
+
+
+def test_oneclass_benchmark_writes_a_results_file_the_report_renders(shared_data, tmp_path, monkeypatch):
+    from aelab.benchmarks import oneclass as benchmark
+
+    monkeypatch.setenv("AELAB_SHARED_DATA", str(shared_data))
+    out = tmp_path / "results.json"
+    argv = ["--dataset", "mnist", "--variant", "conv", "--work", str(tmp_path / "work"), "--out", str(out)]
+    argv += ["--set", "data.max_train_samples=500", "--set", "evaluate.oneclass.classes=[0, 1]"]
+    argv += ["--set", "evaluate.oneclass.max_epochs=1"]
+    monkeypatch.chdir(tmp_path)
+    assert benchmark.main(argv) == 0
+    results = json.loads(out.read_text())
+    assert set(results["metrics"]) == {"conv", "pca"}
+    assert set(results["metrics"]["conv"]) >= {"oneclass/auroc/0", "oneclass/auroc/1", "oneclass/auroc_mean"}
+    assert results["variant_settings"]["code_dim"] == 32  # the 28x28 layout of deep-mnist.yaml
+    text = report.report(tmp_path / "unused.json", [out])
+    assert "per-class conv models, 1 epochs each (from `deep-mnist.yaml`)" in text
+    assert "| one-class mean AUROC (%), convolutional autoencoder | 89.7 |" in text and "conv: " in text

@@ -17,6 +17,7 @@ from aelab.errors import ConfigError
 DEFAULT_PARAMS = Path("params.yaml")
 
 VARIANTS = ("undercomplete", "sparse", "denoising", "stacked", "conv", "stacked_conv")
+CONV_VARIANTS = ("conv", "stacked_conv")
 
 
 class Section(BaseModel):
@@ -240,11 +241,13 @@ class TsneConfig(Section):
 class OneClassConfig(Section):
     """One-class classification: per class, a model trained on that class only scores every test sample."""
 
-    variant: Literal["undercomplete", "sparse", "denoising"] = "undercomplete"
+    variant: Literal[VARIANTS] = "undercomplete"
+    """Any variant, trained as the pipeline trains it (stacked ones pre-trained greedily first)."""
     classes: list[Annotated[int, Field(ge=0)]] | None = None
     """The normal classes to run, each on its own; empty means every class of the training labels."""
     hidden_dims: list[PositiveInt] | None = None
-    """Encoder widths of the per-class models; empty means the variant's `hidden_dims`."""
+    """Encoder widths of the per-class models of a fully connected variant; empty means the variant's own.
+    Convolutional variants take their blocks and `code_dim` from `variants.<variant>`."""
     max_epochs: PositiveInt = 30
     threshold_percentile: Annotated[float, Field(gt=0.0, le=100.0)] = 95.0
     """The anomaly threshold: this percentile of the scores of the normal-only validation samples."""
@@ -252,6 +255,15 @@ class OneClassConfig(Section):
     """Size of the PCA baseline per class; empty means the per-class model's code size."""
     roc_points: Annotated[int, Field(ge=3)] = 101
     """False-positive-rate grid on which the per-class ROC curves are averaged for the DVC plot."""
+
+    @model_validator(mode="after")
+    def _hidden_dims_for_dense_variants(self) -> OneClassConfig:
+        if self.hidden_dims and self.variant in CONV_VARIANTS:
+            raise ValueError(
+                f"hidden_dims applies to fully connected variants; {self.variant} takes its blocks and code_dim "
+                f"from variants.{self.variant}: leave evaluate.oneclass.hidden_dims empty"
+            )
+        return self
 
 
 class DenoisingEvalConfig(Section):

@@ -92,7 +92,7 @@ def class_subset(data: PreparedData, normal: int) -> PreparedData:
 
 def cache_folder(params: Params, subset: PreparedData, root: Path = ONECLASS_CHECKPOINTS) -> Path:
     cfg = params.evaluate.oneclass
-    options = module_options(params, cfg.variant, subset.n_features)
+    options = module_options(params, cfg.variant, subset.n_features, subset.image_shape)
     if cfg.hidden_dims:
         options["hidden_dims"] = list(cfg.hidden_dims)
     key = {

@@ -334,7 +334,8 @@ def fit_module(
     """Train a variant on the given arrays and return its best (lowest `val/loss`) module, on the CPU.
 
     For models that are not pipeline outputs (the per-class models of the one-class evaluation): nothing is
-    written to `data/models` and no MLflow run is opened. Checkpoints in `ckpt_dir` make it resumable.
+    written to `data/models` and no MLflow run is opened. Checkpoints in `ckpt_dir` make it resumable. Stacked
+    variants are pre-trained layer by layer first, as `train_variant` does.
     """
     L.seed_everything(params.seed, workers=True, verbose=False)
     options = module_options(params, variant, data.n_features, data.image_shape)
@@ -344,6 +345,10 @@ def fit_module(
     dm = build_datamodule(params, variant, data)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     resume = ckpt_dir / "last.ckpt"
+    if getattr(params.variant(variant), "pretrain", False):
+        from aelab.stages.pretrain import pretrain_layers
+
+        pretrain_layers(params, variant, module, dm, False, ckpt_dir, skip=resume.exists())
     trainer = build_trainer(params, ckpt_dir, logger=False, max_epochs=max_epochs)
     fit_or_interrupt(trainer, module, dm, ckpt_path=resume if resume.exists() else None)
     return best_module(trainer, variant, module).cpu().eval()
