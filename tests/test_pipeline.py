@@ -79,7 +79,7 @@ def test_metrics_show_lists_every_method(repro):
     project, _ = repro
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], project))
     metrics = shown[""]["data"]["data/metrics.json"]["data"]
-    for method in (*VARIANTS, "tuned", "pca"):
+    for method in (*VARIANTS, "tuned", "pca", "stacked-scratch"):
         assert 0 < metrics[method]["recon_mse"] < 0.2
         assert 0.5 < metrics[method]["probe_accuracy"] <= 1
     assert metrics["raw"]["probe_accuracy"] > 0.9
@@ -101,6 +101,8 @@ def test_one_mlflow_run_per_variant(repro):
     assert sorted(r.info.run_name for r in parents) == sorted([*VARIANTS, "tuned"])
     assert [r.info.run_name for r in children] == ["stacked/scratch"]
     assert all(r.info.status == "FINISHED" and "val/loss" in r.data.metrics for r in runs)
+    # evaluate logged the baseline's figures beside the pre-trained variant's, each into its own run
+    assert {"eval/recon_mse", "eval/probe_accuracy"} <= set(children[0].data.metrics)
     assert (project / "mlruns" / "artifacts").is_dir()
 
 

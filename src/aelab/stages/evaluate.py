@@ -7,6 +7,8 @@ and logs both to each variant's MLflow run. Metric keys per method (see `aelab.e
 - `probe_accuracy` (logistic regression), `knn_accuracy`, `tsne/trustworthiness`;
 - `denoise/<corruption>/{psnr,ssim}` (under `raw`: the corrupted input itself);
 - `sparsity/*` for sigmoid-code variants; `oneclass/*` for the one-class variant and its PCA baseline.
+A pre-trained stacked variant trained with `compare_scratch` also has a `<variant>-scratch` method: the same
+network trained end to end from scratch for the same total epochs, evaluated the same way.
 """
 
 from __future__ import annotations
@@ -70,6 +72,23 @@ def find_methods(codes_dir: Path) -> list[str]:
 def load_codes(folder: Path) -> dict[str, np.ndarray]:
     with np.load(folder / "codes.npz") as archive:
         return {k: archive[k] for k in archive.files}
+
+
+SCRATCH_SUFFIX = "-scratch"
+
+
+def scratch_models(models_dir: Path, methods: list[str]) -> dict[str, Path]:
+    """`<variant>-scratch` -> folder of the from-scratch baseline that `train` left beside a pre-trained variant."""
+    found = {f"{m}{SCRATCH_SUFFIX}": models_dir / m / "scratch" / m for m in methods}
+    return {name: folder for name, folder in found.items() if (folder / "model.pt").exists()}
+
+
+def scratch_codes(data: PreparedData, model: AutoencoderReducer) -> dict[str, np.ndarray]:
+    """What `reduce` writes for a variant, for a baseline that is no pipeline output of its own."""
+    codes = {f"{split}_codes": model.transform(data.split(split).x).astype(np.float32) for split in ("train", "test")}
+    reconstruction = model.inverse_transform(codes["test_codes"])
+    codes["test_reconstruction"] = np.clip(reconstruction, 0.0, 1.0).astype(np.float32)
+    return codes
 
 
 def evaluate_reduction(data: PreparedData, codes: dict[str, np.ndarray]) -> dict[str, float]:
@@ -186,6 +205,10 @@ def evaluate(
         for m in methods
         if (models_dir / m / "model.pt").exists()
     }
+    # Pre-trained stacked variants beside the same network trained from scratch for as many epochs (`train` made it)
+    for name, folder in scratch_models(models_dir, methods).items():
+        models[name] = AutoencoderReducer.load(folder / "model.pt")
+        all_codes[name] = scratch_codes(data, models[name])
     results = {method: evaluate_reduction(data, codes) for method, codes in all_codes.items()}
     if data.train.y is not None:
         features = {m: (c["train_codes"], c["test_codes"]) for m, c in all_codes.items()}
@@ -206,8 +229,9 @@ def log_to_mlflow(params: Params, results: dict, outputs: Outputs, models_dir: P
     from aelab.tracking import tracking_uri
 
     logged = []
+    folders = scratch_models(models_dir, list(results))
     for method, metrics in results.items():
-        run_file = models_dir / method / "run.json"
+        run_file = folders.get(method, models_dir / method) / "run.json"
         if not run_file.exists():
             continue
         run = json.loads(run_file.read_text())
