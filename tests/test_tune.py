@@ -201,6 +201,35 @@ def test_best_params_file_feeds_the_tuned_variant(project):
     assert [r.info.run_name for r in runs] == ["tuned"] and runs[0].data.tags["dvc_stage"] == "train_tuned"
 
 
+def test_conv_search_over_blocks_and_widths_feeds_the_tuned_variant(project):
+    space = {
+        **TINY_TUNE["space"],
+        "blocks": {"low": 1, "high": 2},
+        "channels": {"low": 4, "high": 16, "log": True},
+        "block": {"kernel": 3, "stride": 2, "norm": "batch"},
+        "hidden_units": {"low": 4, "high": 16},
+    }
+    raw = {**tiny_raw(variant="conv", n_trials=3, max_epochs=1, pruner={"kind": "none"}, space=space)}
+    raw["tracking"] = {"log_model": False}
+    params = validate_params(raw)
+    tune_stage.tune(params, prepared(project))
+    study = load_study(project, params)
+    assert study.study_name.startswith("conv-") and finished(study) == 3
+    assert {"blocks", "channels", "hidden_units", "rho", "beta", "lr"} == set(study.best_params)
+    best = yaml.safe_load(BEST_PARAMS_FILE.read_text())
+    conv = best["params"]["variants"]["conv"]
+    assert best["variant"] == "conv" and len(conv["blocks"]) == study.best_params["blocks"]
+    assert [b["channels"] for b in conv["blocks"]] == [
+        study.best_params["channels"] * 2**i for i in range(len(conv["blocks"]))
+    ]
+    assert conv["blocks"][0]["norm"] == "batch" and conv["code_dim"] == study.best_params["hidden_units"]
+    assert conv["sparsity"] == {"rho": study.best_params["rho"], "beta": study.best_params["beta"]}
+    train_stage.main(params, "tuned")
+    model = torch.load(Path("data/models/tuned/model.pt"), weights_only=True)
+    assert model["variant"] == "conv" and model["hparams"]["hidden_dims"] == [study.best_params["hidden_units"]]
+    assert len(model["hparams"]["blocks"]) == study.best_params["blocks"]
+
+
 def test_tuned_variant_without_a_search_is_a_clear_error(project):
     with pytest.raises(ConfigError, match=r"best_params.yaml: not found; run `aelab tune`"):
         train_stage.main(validate_params(tiny_raw()), "tuned")
@@ -211,7 +240,7 @@ def test_tuned_variant_without_a_search_is_a_clear_error(project):
     [
         ("tune.space.rho={low: 0.3, high: 0.1}", "tune.space.rho: empty or inverted range: low 0.3 > high 0.1"),
         ("tune.space.hidden_units={low: 64, high: 8}", "tune.space.hidden_units: empty or inverted range"),
-        ("tune.space.units={low: 8, high: 64}", "tune.space.units: unknown key; allowed: beta, depth, hidden_units"),
+        ("tune.space.units={low: 8, high: 64}", "tune.space.units: unknown key; allowed: beta, block, blocks, channels, decoder, depth, hidden_units"),
         ("tune.space.rho=1.5", "rho must lie in (0.0, 1.0)"),
         ("tune.objectives=[val/mse, active_units]", "cannot prune a multi-objective search"),
         ("tune.storage=sqlite:////nonexistent-dir/x/optuna.db", "tune.storage: cannot open sqlite:////nonexistent"),
@@ -220,10 +249,22 @@ def test_tuned_variant_without_a_search_is_a_clear_error(project):
             "tune.storage: cannot open postgresql://aelab:***",
         ),
         ("tune.storage=not-a-storage", "neither a path ending in .journal nor an RDB URL"),
+        (
+            "tune.space.channels={low: 4, high: 16}",
+            "tune: space.channels is searched for tune.variant conv, not sparse",
+        ),
+        (
+            "tune.variant=conv --set tune.space.depth={low: 1, high: 2}",
+            "tune: space.depth is searched for tune.variant sparse, not conv",
+        ),
+        (
+            "tune.variant=conv --set tune.space.blocks={low: 1, high: 4}",
+            "tune.space (with blocks 4).blocks[3].stride: stride 2 on the 1x1 input of block 3 shrinks the image",
+        ),
     ],
 )
 def test_bad_input_is_one_line_before_any_trial(project, capsys, override, message):
-    assert cli_main(["tune", "--set", override]) == 2
+    assert cli_main(["tune", *(arg for part in override.split(" --set ") for arg in ("--set", part))]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "secret" not in err
     assert not list(project.glob("data/studies/*.journal")) or override.startswith("tune.storage=sqlite")

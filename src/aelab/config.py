@@ -146,10 +146,9 @@ class StackedConfig(PretrainFields, DeepVariantConfig):
         return self.hidden_dims[-1]
 
 
-class ConvBlockConfig(Section):
-    """One encoder block: conv (padding kernel // 2) -> norm -> activation -> max-pool; the decoder mirrors it."""
+class ConvBlockShape(Section):
+    """A conv block's settings other than its width (what `tune` keeps fixed while it searches the widths)."""
 
-    channels: PositiveInt
     kernel: PositiveInt = 3
     stride: PositiveInt = 1
     pool: PositiveInt = 1
@@ -157,6 +156,12 @@ class ConvBlockConfig(Section):
     norm: Literal["none", "batch", "instance"] = "none"
     activation: Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid"] | None = None
     """Empty means model.activation."""
+
+
+class ConvBlockConfig(ConvBlockShape):
+    """One encoder block: conv (padding kernel // 2) -> norm -> activation -> max-pool; the decoder mirrors it."""
+
+    channels: PositiveInt
 
 
 class ConvConfig(DeepVariantConfig):
@@ -356,21 +361,32 @@ def _within(name: str, value: FloatRange, low: float, high: float | None, low_op
 
 
 class TuneSpaceConfig(Section):
-    """The search space of `aelab tune` over the sparse variant: a range is searched, a plain number is fixed.
+    """The search space of `aelab tune`: a range is searched, a plain number is fixed.
 
-    The space defines the tuned variant completely, so the tune stage does not read `variants.sparse`.
+    The space defines the tuned variant completely, so the tune stage does not read `variants`.
     """
 
     hidden_units: IntRange = IntRange(low=32, high=512, log=True)
-    """Width of every encoder layer (the last one is the code); may exceed the input size."""
+    """sparse: width of every encoder layer (the last one is the code), may exceed the input size; conv: the code
+    size."""
     depth: IntRange = IntRange(low=1, high=1)
-    """Number of encoder layers."""
+    """sparse: number of encoder layers."""
     rho: FloatRange = FloatRange(low=0.01, high=0.3)
     beta: FloatRange = FloatRange(low=1.0e-3, high=1.0)
     lr: FloatRange | None = None
     """Learning rate; empty means `train.lr`."""
+    blocks: IntRange = IntRange(low=2, high=2)
+    """conv: number of conv blocks."""
+    channels: IntRange = IntRange(low=8, high=8)
+    """conv: channels of the first block; each further block doubles them."""
+    block: ConvBlockShape = ConvBlockShape(stride=2)
+    """conv: kernel, stride, pooling, normalisation and activation of every block."""
+    decoder: Literal["transposed", "upsample"] = "transposed"
+    """conv: the decoder's way back up."""
 
-    _fixed = field_validator("hidden_units", "depth", "rho", "beta", "lr", mode="before")(_fixed_as_range)
+    _fixed = field_validator("hidden_units", "depth", "rho", "beta", "lr", "blocks", "channels", mode="before")(
+        _fixed_as_range
+    )
 
     @model_validator(mode="after")
     def _valid_values(self) -> TuneSpaceConfig:
@@ -382,9 +398,7 @@ class TuneSpaceConfig(Section):
 
     def searched(self) -> list[str]:
         """The names Optuna samples (ranges with low < high); the others are fixed."""
-        return [
-            name for name in type(self).model_fields if getattr(self, name) is not None and getattr(self, name).searched
-        ]
+        return [name for name in type(self).model_fields if getattr(getattr(self, name), "searched", False)]
 
 
 class TuneSamplerConfig(Section):
@@ -409,11 +423,19 @@ class TunePrunerConfig(Section):
 TUNE_OBJECTIVES = ("val/mse", "val/loss", "active_units")
 
 
-class TuneConfig(Section):
-    """`aelab tune`: an Optuna search over the sparse variant (see the README's tuning section)."""
+TUNABLE = ("sparse", "conv")
+"""What `aelab tune` searches: dense layers with a sparse code, or conv blocks with a sparse code (image data)."""
+SPACE_OF = {"sparse": ("depth",), "conv": ("blocks", "channels")}
+"""The ranges that only one tunable variant has."""
 
+
+class TuneConfig(Section):
+    """`aelab tune`: an Optuna search over the sparse or the conv variant (see the README's tuning section)."""
+
+    variant: Literal[TUNABLE] = "sparse"
+    """sparse: hidden_units, depth, rho, beta, lr; conv: blocks, channels, hidden_units (the code), rho, beta, lr."""
     study: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
-    """Study name; empty means `sparse-<digest of the search settings>`, so a changed search starts a new study."""
+    """Study name; empty means `<variant>-<digest of the search settings>`: a changed search starts a new study."""
     storage: str | None = None
     """Optuna storage: empty means a journal file `<project>/data/studies/<study>.journal`; also any RDB URL
     (postgresql://..., mysql://..., sqlite:///... for one worker) or a path ending in `.journal`."""
@@ -439,6 +461,11 @@ class TuneConfig(Section):
             raise ValueError(f"objectives must differ (got {self.objectives})")
         if len(self.objectives) > 1 and self.pruner.kind != "none":
             raise ValueError("Optuna cannot prune a multi-objective search: set tune.pruner.kind to none")
+        for variant, names in SPACE_OF.items():
+            if variant != self.variant and (wrong := [n for n in names if getattr(self.space, n).searched]):
+                raise ValueError(
+                    f"space.{wrong[0]} is searched for tune.variant {variant}, not {self.variant}: give it one value"
+                )
         return self
 
 
@@ -527,7 +554,8 @@ def _format_error(source: str, err: ValidationError) -> str:
             messages.append(f"{dotted}: required key is missing")
         else:
             msg = item["msg"].removeprefix("Value error, ")
-            messages.append(f"{dotted}: {msg} (got {item.get('input')!r})")
+            given = item.get("input")  # a whole section's content says nothing a reader needs
+            messages.append(f"{dotted}: {msg}" + ("" if isinstance(given, Mapping) else f" (got {given!r})"))
     return f"{source}: " + "; ".join(messages)
 
 

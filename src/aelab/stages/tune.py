@@ -1,10 +1,11 @@
 """`aelab tune`: an Optuna search over the sparse variant's hidden units, sparsity target and penalty weight
-(optionally depth and learning rate); resumable, shared by parallel workers, every trial a nested MLflow run.
+(optionally depth and learning rate), or over the conv variant's number and width of conv blocks, code size and
+sparsity; resumable, shared by parallel workers, every trial a nested MLflow run.
 
 How it fits together (the README's "Tuning" section has the user's view):
 - Storage: a journal file `<project>/data/studies/<study>.journal` (never a DVC output; resolved from the real
   project root, so `dvc exp run --temp` writes into it too) or any RDB URL (with Optuna's heartbeat).
-- Study name: by default `sparse-<digest>` of everything that changes a trial's result, except the budget. A
+- Study name: by default `<variant>-<digest>` of everything that changes a trial's result, except the budget. A
   changed search space starts a fresh study; `-S tune.n_trials=30` continues the existing one.
 - Budget: `tune.n_trials` finished (complete + pruned) trials of the study, earlier runs included. Each worker
   counts and asks for its next trial under a host-local file lock, so workers on one machine never overshoot;
@@ -41,13 +42,12 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
-from aelab.config import Params, TuneConfig, flatten, validate_params
+from aelab.config import SPACE_OF, TUNABLE, Params, TuneConfig, flatten, validate_params
 from aelab.data.prepared import PreparedData, load_prepared
 from aelab.errors import AelabError, ConfigError, TrainingError
 from aelab.paths import BEST_PARAMS_FILE, PREPARED_DIR, STUDIES_DIR, project_root
 from aelab.tracking import artifact_location, git_commit, tracking_uri, uninterruptible
 
-BASE_VARIANT = "sparse"
 """The variant whose hidden units and sparsity are tuned (and that the `tuned` variant trains)."""
 ATTR_PARENT_RUN = "aelab.mlflow_parent_run_id"
 ATTR_DIGEST = "aelab.search_digest"
@@ -73,10 +73,10 @@ class OverBudget(Exception):
 
 # ---- search space and params -----------------------------------------------------------------------------------
 def suggest(trial: optuna.Trial, cfg: TuneConfig, default_lr: float) -> dict[str, Any]:
-    """The trial's sparse-variant settings: sampled where the space gives a range, fixed where it gives a value."""
+    """The trial's settings: sampled where the space gives a range, fixed where it gives a value."""
     space = cfg.space
     values: dict[str, Any] = {}
-    for name in ("hidden_units", "depth"):
+    for name in ("hidden_units", *SPACE_OF[cfg.variant]):
         r = getattr(space, name)
         values[name] = trial.suggest_int(name, r.low, r.high, log=r.log) if r.searched else r.low
     for name in ("rho", "beta", "lr"):
@@ -88,18 +88,26 @@ def suggest(trial: optuna.Trial, cfg: TuneConfig, default_lr: float) -> dict[str
     return values
 
 
-def params_overrides(values: dict[str, Any]) -> dict[str, Any]:
-    """Trial values as a nested params fragment (the content of `best_params.yaml`'s `params`)."""
-    return {
-        "variants": {
-            BASE_VARIANT: {
-                "hidden_dims": [int(values["hidden_units"])] * int(values["depth"]),
-                "rho": float(values["rho"]),
-                "beta": float(values["beta"]),
-            }
-        },
-        "train": {"lr": float(values["lr"])},
-    }
+def params_overrides(cfg: TuneConfig, values: dict[str, Any]) -> dict[str, Any]:
+    """Trial values as a nested params fragment (the content of `best_params.yaml`'s `params`).
+
+    It sets every field of the tuned variant, so the result does not depend on `variants` in params.yaml.
+    """
+    rho, beta = float(values["rho"]), float(values["beta"])
+    if cfg.variant == "conv":
+        shape = cfg.space.block.model_dump(mode="json")
+        channels = int(values["channels"])
+        variant = {
+            "blocks": [{**shape, "channels": channels * 2**i} for i in range(int(values["blocks"]))],
+            "code_dim": int(values["hidden_units"]),
+            "decoder": cfg.space.decoder,
+            "sparsity": {"rho": rho, "beta": beta},
+            "max_epochs": None,
+            "corruption": [],
+        }
+    else:
+        variant = {"hidden_dims": [int(values["hidden_units"])] * int(values["depth"]), "rho": rho, "beta": beta}
+    return {"variants": {cfg.variant: variant}, "train": {"lr": float(values["lr"])}}
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -123,9 +131,11 @@ def tuned_params(params: Params, path: Path = BEST_PARAMS_FILE) -> tuple[Params,
         raise ConfigError(f"{path}: not found; run `aelab tune` (or `dvc repro tune`) first") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(best, dict) or not isinstance(best.get("params"), dict) or best.get("variant") != BASE_VARIANT:
-        raise ConfigError(f"{path}: expected `variant: {BASE_VARIANT}` and a `params` mapping, as `aelab tune` writes")
-    return with_overrides(params, best["params"], str(path)), BASE_VARIANT
+    if not isinstance(best, dict) or not isinstance(best.get("params"), dict) or best.get("variant") not in TUNABLE:
+        raise ConfigError(
+            f"{path}: expected `variant:` ({' or '.join(TUNABLE)}) and a `params` mapping, as `aelab tune` writes"
+        )
+    return with_overrides(params, best["params"], str(path)), best["variant"]
 
 
 def search_digest(params: Params, data: PreparedData) -> str:
@@ -148,7 +158,7 @@ def search_digest(params: Params, data: PreparedData) -> str:
 
 
 def study_name(params: Params, digest: str) -> str:
-    return params.tune.study or f"{BASE_VARIANT}-{digest}"
+    return params.tune.study or f"{params.tune.variant}-{digest}"
 
 
 # ---- storage, study, locks ----------------------------------------------------------------------------------
@@ -342,7 +352,7 @@ def ensure_parent_run(ctx: StudyContext) -> str:
     from mlflow.entities import Param
 
     tune_params = {f"tune.{k}": v for k, v in flatten(ctx.params.tune.model_dump(mode="json")).items()}
-    tune_params.update({"seed": ctx.params.seed, "search_digest": ctx.digest, "base_variant": BASE_VARIANT})
+    tune_params.update({"seed": ctx.params.seed, "search_digest": ctx.digest, "base_variant": ctx.params.tune.variant})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in sorted(tune_params.items())])
     ctx.study.set_user_attr(ATTR_PARENT_RUN, run.info.run_id)
     return run.info.run_id
@@ -436,7 +446,7 @@ class Objective:
         try:
             self._claim(trial)
             values = suggest(trial, cfg, ctx.params.train.lr)
-            params = with_overrides(ctx.params, params_overrides(values), f"trial {trial.number}")
+            params = with_overrides(ctx.params, params_overrides(cfg, values), f"trial {trial.number}")
             run_id = self._start_child(client, trial, values)
             result = self._train(trial, params, run_id)
         except OverBudget:
@@ -511,7 +521,7 @@ class Objective:
         logger = mlflow_logger(tracking, f"trial-{trial.number}", {}, run_id)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            module, trainer = fit_trial(params, BASE_VARIANT, self.ctx.data, logger, callbacks, cfg.max_epochs)
+            module, trainer = fit_trial(params, cfg.variant, self.ctx.data, logger, callbacks, cfg.max_epochs)
         result = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         result["active_units"] = active_units(module, torch.from_numpy(self.ctx.data.val.x), cfg.active_threshold)
         result["epochs"] = float(trainer.current_epoch)
@@ -651,7 +661,7 @@ def best_trial(study: optuna.Study, objectives: list[str]) -> FrozenTrial:
 
 
 def trial_values(trial: FrozenTrial, cfg: TuneConfig, default_lr: float) -> dict[str, Any]:
-    """All five settings of a finished trial (sampled ones from the trial, fixed ones from the space)."""
+    """All settings of a finished trial (sampled ones from the trial, fixed ones from the space)."""
     fixed = optuna.trial.FixedTrial(trial.params)
     return suggest(fixed, cfg, default_lr)
 
@@ -660,8 +670,8 @@ def write_best(ctx: StudyContext, trial: FrozenTrial, path: Path = BEST_PARAMS_F
     cfg = ctx.params.tune
     values = trial_values(trial, cfg, ctx.params.train.lr)
     content = {
-        "variant": BASE_VARIANT,
-        "params": params_overrides(values),
+        "variant": ctx.params.tune.variant,
+        "params": params_overrides(cfg, values),
         "study": ctx.name,
         "trial": trial.number,
         "values": dict(zip(cfg.objectives, (float(v) for v in trial.values), strict=True)),
@@ -669,7 +679,7 @@ def write_best(ctx: StudyContext, trial: FrozenTrial, path: Path = BEST_PARAMS_F
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (
         f"# The best trial of Optuna study {ctx.name} (written by `aelab tune`).\n"
-        "# `aelab train --variant tuned` trains the sparse variant with `params` applied over params.yaml.\n"
+        f"# `aelab train --variant tuned` trains the {cfg.variant} variant with `params` applied over params.yaml.\n"
     )
     path.write_text(header + yaml.safe_dump(content, sort_keys=False))
     return content
@@ -744,6 +754,21 @@ def summarise(ctx: StudyContext) -> dict[str, Any]:
 
 
 # ---- entry point -----------------------------------------------------------------------------------------------
+def check_space(params: Params, data: PreparedData) -> None:
+    """A space in which some trials could not even be built is a `ConfigError` before the first trial."""
+    from aelab.models.deep_networks import plan_blocks
+
+    cfg = params.tune
+    if cfg.variant != "conv":
+        return
+    if data.image_shape is None:
+        raise ConfigError(
+            "tune.variant: conv needs image data, but the prepared dataset has no image_shape; tune sparse instead"
+        )
+    deepest = [{**cfg.space.block.model_dump(), "channels": 1}] * cfg.space.blocks.high
+    plan_blocks(data.image_shape, deepest, f"tune.space (with blocks {cfg.space.blocks.high})")
+
+
 def tune(params: Params, data: PreparedData, workers: int = 1, argv: list[str] | None = None, summary: bool = True):
     """Open the study, run the trials here or in `workers` processes, then write the best params."""
     if workers > 1 and (params.tune.storage or "").startswith("sqlite"):
@@ -751,6 +776,7 @@ def tune(params: Params, data: PreparedData, workers: int = 1, argv: list[str] |
             "tune.storage: SQLite cannot be shared by parallel workers; leave it empty (a journal file) "
             "or use a server database (postgresql://..., mysql+pymysql://...)"
         )
+    check_space(params, data)
     ctx = open_study(params, data)
     if closed := close_orphaned_runs(ctx):
         console.print(f"[yellow]ended {len(closed)} MLflow trial runs left RUNNING by an earlier process[/yellow]")
