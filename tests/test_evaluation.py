@@ -108,6 +108,17 @@ def test_auroc_precision_recall_of_a_known_ranking():
     assert found["f1"] == pytest.approx(0.8)
 
 
+def test_standardized_score_by_hand():
+    normal = np.array([[0.0, 0.0], [0.0, 0.0]])
+    recon = np.array([[1.0, 0.0], [-1.0, 0.0]])  # feature 0 is always off by 1, feature 1 never
+    weights = oneclass.error_weights(normal, recon, "standardized")
+    assert weights == pytest.approx([1 / (1 + 0.5), 1 / (0 + 0.5)])  # shrunk by the mean over features, 0.5
+    assert oneclass.error_weights(normal, recon, "mse") is None
+    sample, reconstruction = np.array([[0.0, 0.0]]), np.array([[1.0, 1.0]])
+    assert oneclass.per_sample_error(sample, reconstruction, weights) == pytest.approx([(2 / 3 + 2) / 2])
+    assert oneclass.per_sample_error(sample, reconstruction) == pytest.approx([1.0])
+
+
 def test_oneclass_protocol_on_small_data(tmp_path):
     cfg = params(
         "evaluate.oneclass.hidden_dims=[8, 2]", "evaluate.oneclass.max_epochs=3", "evaluate.oneclass.classes=[0, 2]"
@@ -132,6 +143,21 @@ def test_oneclass_protocol_on_small_data(tmp_path):
     assert [p.stat().st_mtime_ns for p in models] == stamps
     curves = oneclass.mean_roc(found, 11)
     assert list(curves) == ["fpr", "autoencoder", "pca"] and curves["pca"][-1] == pytest.approx(1.0)
+    # another score reuses the same models (it is not part of their cache key) and rescores every method
+    standardized = oneclass.run_oneclass(
+        cfg.model_copy(
+            update={
+                "evaluate": cfg.evaluate.model_copy(
+                    update={"oneclass": cfg.evaluate.oneclass.model_copy(update={"score": "standardized"})}
+                )
+            }
+        ),
+        data,
+        root=tmp_path,
+    )
+    assert [p.stat().st_mtime_ns for p in models] == stamps
+    assert [r["threshold"] for r in standardized.rows] != [r["threshold"] for r in found.rows]
+    assert standardized.metrics("pca")["oneclass/auroc_mean"] > 0.95
 
 
 @pytest.mark.parametrize("variant", ["conv", "stacked_conv"])

@@ -240,7 +240,10 @@ def test_tuned_variant_without_a_search_is_a_clear_error(project):
     [
         ("tune.space.rho={low: 0.3, high: 0.1}", "tune.space.rho: empty or inverted range: low 0.3 > high 0.1"),
         ("tune.space.hidden_units={low: 64, high: 8}", "tune.space.hidden_units: empty or inverted range"),
-        ("tune.space.units={low: 8, high: 64}", "tune.space.units: unknown key; allowed: beta, block, blocks, channels, decoder, depth, hidden_units"),
+        (
+            "tune.space.units={low: 8, high: 64}",
+            "tune.space.units: unknown key; allowed: beta, block, blocks, channels, decoder, depth, hidden_units",
+        ),
         ("tune.space.rho=1.5", "rho must lie in (0.0, 1.0)"),
         ("tune.objectives=[val/mse, active_units]", "cannot prune a multi-objective search"),
         ("tune.storage=sqlite:////nonexistent-dir/x/optuna.db", "tune.storage: cannot open sqlite:////nonexistent"),

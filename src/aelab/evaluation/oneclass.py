@@ -1,7 +1,9 @@
 """One-class classification: a model per normal class, test samples scored by their reconstruction error.
 
 The protocol of Ruff et al. (2018) and Golan and El-Yaniv (2018): for each class c, train on the training
-samples of c only; every test sample is scored, those of c are normal and all others anomalies. The AUROC
+samples of c only; every test sample is scored, those of c are normal and all others anomalies. The score is
+the mean squared reconstruction error, or (`score: standardized`) each feature's squared error divided by what
+that feature's error usually is on the normal class (see `error_weights`); PCA is scored the same way. The AUROC
 needs no threshold; precision, recall and F1 (anomaly = positive) use a threshold at a configured percentile
 of the scores of the normal-only validation samples, as a user without anomalies at hand would set it.
 PCA fitted on the same class, scored by its own reconstruction error, is the classical baseline.
@@ -16,7 +18,7 @@ import hashlib
 import json
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,9 +57,23 @@ class OneClassResult:
         return out
 
 
-def per_sample_error(x: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
-    """The anomaly score: mean squared reconstruction error of each sample."""
-    return ((reconstruction.astype(np.float64) - x.astype(np.float64)) ** 2).mean(axis=1)
+def per_sample_error(x: np.ndarray, reconstruction: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The anomaly score: mean (optionally feature-weighted) squared reconstruction error of each sample."""
+    squared = (reconstruction.astype(np.float64) - x.astype(np.float64)) ** 2
+    return squared.mean(axis=1) if weights is None else (squared * weights).mean(axis=1)
+
+
+def error_weights(x: np.ndarray, reconstruction: np.ndarray, score: str) -> np.ndarray | None:
+    """Per-feature weights of the score, fitted on the normal class's training data.
+
+    `mse`: none. `standardized`: one over each feature's mean squared error on the normal data, shrunk toward the
+    mean over features (so a feature the normal class never gets wrong does not dominate): a feature that the
+    normal class itself reconstructs poorly (texture, varying edges) counts less than one it always gets right.
+    """
+    if score == "mse":
+        return None
+    mean_squared = ((reconstruction.astype(np.float64) - x.astype(np.float64)) ** 2).mean(axis=0)
+    return 1.0 / (mean_squared + mean_squared.mean() + np.finfo(np.float64).tiny)
 
 
 def threshold_metrics(
@@ -136,14 +152,20 @@ def class_model(params: Params, subset: PreparedData, root: Path = ONECLASS_CHEC
     return AutoencoderReducer.load(model_file)
 
 
-def pca_scores(subset: PreparedData, n_components: int, seed: int, test_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def scores(
+    reconstruct: Callable[[np.ndarray], np.ndarray], subset: PreparedData, test_x: np.ndarray, score: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the normal validation samples (for the threshold) and of every test sample."""
+    weights = error_weights(subset.train.x, reconstruct(subset.train.x), score)
+    return tuple(per_sample_error(x, reconstruct(x), weights) for x in (subset.val.x, test_x))
+
+
+def pca_scores(
+    subset: PreparedData, n_components: int, seed: int, test_x: np.ndarray, score: str = "mse"
+) -> tuple[np.ndarray, np.ndarray]:
     k = min(n_components, len(subset.train.x), subset.n_features)
     pca = PCA(n_components=k, random_state=seed).fit(subset.train.x)
-
-    def score(x: np.ndarray) -> np.ndarray:
-        return per_sample_error(x, pca.inverse_transform(pca.transform(x)))
-
-    return score(subset.val.x), score(test_x)
+    return scores(lambda x: pca.inverse_transform(pca.transform(x)), subset, test_x, score)
 
 
 def run_oneclass(params: Params, data: PreparedData, root: Path = ONECLASS_CHECKPOINTS) -> OneClassResult:
@@ -160,14 +182,13 @@ def run_oneclass(params: Params, data: PreparedData, root: Path = ONECLASS_CHECK
         subset = class_subset(data, normal)
         is_anomaly = data.test.y != normal
         model = class_model(params, subset, root)
-        scores = {
-            "autoencoder": (
-                per_sample_error(subset.val.x, model.reconstruct(subset.val.x)),
-                per_sample_error(data.test.x, model.reconstruct(data.test.x)),
+        found = {
+            "autoencoder": scores(model.reconstruct, subset, data.test.x, cfg.score),
+            "pca": pca_scores(
+                subset, cfg.pca_components or model.module_.code_dim, params.seed, data.test.x, cfg.score
             ),
-            "pca": pca_scores(subset, cfg.pca_components or model.module_.code_dim, params.seed, data.test.x),
         }
-        for method, (val_scores, test_scores) in scores.items():
+        for method, (val_scores, test_scores) in found.items():
             row = threshold_metrics(val_scores, test_scores, is_anomaly, cfg.threshold_percentile)
             result.rows.append({"class": normal, "method": method, **row})
             fpr, tpr, _ = roc_curve(is_anomaly, test_scores)
