@@ -306,11 +306,21 @@ def test_bench_runs_both_paths_and_reports(capsys: pytest.CaptureFixture) -> Non
         == 0
     )
     out = capsys.readouterr().out
-    assert "64-32-8 MLP autoencoder, batch 64, cpu" in out
+    assert "64-32-8 undercomplete autoencoder, batch 64, cpu" in out
     assert "time per sample, lightning / bare:" in out
     assert "machine sgemm throughput" in out
     for path in ("bare", "lightning"):
         assert path in out
+
+
+def test_bench_runs_the_convolutional_variants_on_square_images(capsys: pytest.CaptureFixture) -> None:
+    from aelab.cli import main
+
+    args = ["--steps", "3", "--warmup", "1", "--repeats", "1", "--samples", "300", "--features", "64"]
+    for variant in ("conv", "stacked_conv"):
+        assert main(["bench", "--params", str(REPO / "params.yaml"), "--variant", variant, *args]) == 0
+        out = capsys.readouterr().out
+        assert f"64-12 {variant} autoencoder" in out and "time per sample, lightning / bare:" in out
 
 
 def test_bench_choices_on_the_command_line_match_the_bench() -> None:

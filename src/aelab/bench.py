@@ -12,6 +12,7 @@ machine's sgemm throughput measured in the same run.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -73,6 +74,7 @@ class BenchResult:
     n_features: int
     step_flops: int
     machine_flops: float | None
+    variant: str = "undercomplete"
 
     @property
     def ratio(self) -> float:
@@ -98,14 +100,18 @@ def bench_data(options: BenchOptions, seed: int) -> PreparedData:
     if options.data == "synthetic":
         rng = np.random.default_rng(seed)
         x = rng.random((options.samples, options.features), dtype=np.float32)
+        side = math.isqrt(options.features)  # square random "images", so the conv variants can be benched too
+        image_shape = [1, side, side] if side * side == options.features else None
     else:
         from aelab.data.sources import load_source
 
         raw = load_source(DataConfig(source=options.data, path=options.data_path))
         x = raw.x.astype(np.float32)
         x = (x - x.min()) / max(float(x.max() - x.min()), 1e-12)
+        image_shape = list(raw.image_shape) if raw.image_shape else None
     small = Split(x[:1024], None)
-    return PreparedData(train=Split(x, None), val=small, test=small, meta={"source": options.data})
+    meta = {"source": options.data, "image_shape": image_shape}
+    return PreparedData(train=Split(x, None), val=small, test=small, meta=meta)
 
 
 # ---- measuring helpers ----------------------------------------------------------------------------------------
@@ -315,13 +321,14 @@ def run_bench(params: Params, options: BenchOptions, progress: Callable[[str], N
         n_features=data.n_features,
         step_flops=flops,
         machine_flops=machine,
+        variant=options.variant,
     )
 
 
 def report(result: BenchResult, console: Console) -> None:
     dims = "-".join(str(d) for d in [result.n_features, *result.hidden_dims])
     table = Table(
-        title=f"aelab bench: {dims} MLP autoencoder, batch {result.batch_size}, {result.device}, "
+        title=f"aelab bench: {dims} {result.variant} autoencoder, batch {result.batch_size}, {result.device}, "
         f"precision {result.precision}"
     )
     for column in ("path", "samples/s", "ms/step", "peak memory (MiB)", "final loss", "matmul utilisation"):
