@@ -287,6 +287,29 @@ def test_report_tables_and_anchors(tmp_path):
     assert "conv: 98.1 (our PCA: 95) |" in text and "undercomplete: 97 " not in text
 
 
+def test_report_merges_results_files_of_one_dataset(tmp_path):
+    pca = {"oneclass/auroc_mean": 0.95, "oneclass/auroc/0": 0.95}
+    files = []
+    for variant, auroc in (("undercomplete", 0.96), ("conv", 0.97)):
+        results = {
+            "dataset": "mnist",
+            "command": f"python -m aelab.benchmarks.oneclass --variant {variant}",
+            "reused_models": [0] if variant == "conv" else [],
+            "metrics": {variant: {"oneclass/auroc_mean": auroc, "oneclass/auroc/0": auroc}, "pca": pca},
+        }
+        files.append(tmp_path / f"{variant}.json")
+        files[-1].write_text(json.dumps(results))
+    text = report.report(tmp_path / "unused.json", files, merge=True)
+    assert text.count("### mnist") == 1 and "| normal class | undercomplete | pca | conv |" in text
+    assert "| 0 | 0.96 | 0.95 | 0.97 |" in text  # the same PCA figures are shown once
+    assert "conv: 97 (our PCA: 95) |" in text and "raw" not in text  # no anchor without a figure of ours
+    assert "the models of classes [0] were trained by an earlier run" in text
+    other = tmp_path / "fashion.json"
+    other.write_text(json.dumps({"dataset": "fashion-mnist", "metrics": {}}))
+    with pytest.raises(DataError, match="--merge: the results files are of several datasets"):
+        report.report(tmp_path / "unused.json", [*files, other], merge=True)
+
+
 def test_report_command_errors_are_one_line(tmp_path, capsys):
     from aelab.cli import main
 

@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--results", action="append", default=[], metavar="FILE", help="benchmark results JSON (repeatable)"
     )
+    report.add_argument(
+        "--merge", action="store_true", help="results files of one dataset side by side in one set of tables"
+    )
     report.add_argument("--output", default=None, help="write the Markdown here instead of printing it")
     tune = sub.add_parser("tune", parents=[common], help="Optuna search over the sparse variant (resumable, parallel)")
     tune.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default: 1)")
@@ -92,7 +95,7 @@ def run(argv: list[str] | None = None) -> None:
 
         from aelab.evaluation.report import report
 
-        text = report(Path(args.metrics), [Path(p) for p in args.results])
+        text = report(Path(args.metrics), [Path(p) for p in args.results], merge=args.merge)
         if args.output:
             Path(args.output).write_text(text)
         else:

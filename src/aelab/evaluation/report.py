@@ -163,18 +163,22 @@ def anchors_table(dataset: str, metrics: dict[str, dict[str, float]]) -> str | N
     anchors = ANCHORS.get(dataset)
     if not anchors:
         return None
-    rows = []
+    rows: list[list[str]] = []
     for anchor in anchors:
         method, key = anchor["ours"]
         if method == BEST:
             ours_methods = [m for m, v in metrics.items() if m not in ("pca", "raw") and key in v]
             method = max(ours_methods, key=lambda m: metrics[m][key], default=BEST)
+        if method not in metrics:  # e.g. a one-class study alone has no raw-pixel classifier
+            continue
         ours = metrics.get(method, {}).get(key)
         ours_text = fmt(ours * anchor.get("scale", 1.0)) if ours is not None else "–"
-        if key == "oneclass/auroc_mean" and "pca" in metrics and key in metrics["pca"]:
-            ours_text += f" (our PCA: {fmt(metrics['pca'][key] * anchor.get('scale', 1.0))})"
+        suffix = method[method.index(" (") :] if " (" in method else ""  # a merged file's methods share a suffix
+        pca = metrics.get(f"pca{suffix}", {})
+        if key == "oneclass/auroc_mean" and key in pca:
+            ours_text += f" (our PCA: {fmt(pca[key] * anchor.get('scale', 1.0))})"
         rows.append([anchor["what"], f"{anchor['value']:g}", anchor["source"], f"{method}: {ours_text}"])
-    return table(["figure", "published", "source", "ours"], rows)
+    return table(["figure", "published", "source", "ours"], rows) if rows else None
 
 
 def provenance(results: dict[str, Any]) -> str:
@@ -208,6 +212,12 @@ def provenance(results: dict[str, Any]) -> str:
                 f" (reused from the run before: {', '.join(results['reused_steps'])})"
                 if results.get("reused_steps")
                 else ""
+            )
+            + (
+                f" (the models of classes {results['reused_models']} were trained by an earlier run with the same "
+                "settings and only scored here)"
+                if results.get("reused_models")
+                else ""
             ),
         ]
     )
@@ -233,13 +243,39 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
         raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
 
 
-def report(metrics_file: Path, results_files: list[Path]) -> str:
+def merged(loaded: list[tuple[Path, dict[str, Any]]]) -> str:
+    """Results files of one dataset side by side: one set of tables, each file's provenance in turn.
+
+    A method in several files (PCA, for instance) is shown once where the figures agree, else per file.
+    """
+    datasets = {results["dataset"] for _, results in loaded}
+    if len(datasets) != 1:
+        raise DataError(f"--merge: the results files are of several datasets ({', '.join(sorted(datasets))})")
+    metrics: dict[str, dict[str, float]] = {}
+    for path, results in loaded:
+        for method, values in results["metrics"].items():
+            if method in metrics and metrics[method] != values:
+                method = f"{method} ({path.stem})"
+            metrics.setdefault(method, values)
+    parts = [f"### {datasets.pop()}"]
+    for path, results in loaded:
+        parts.append(f"`{path.name}`:\n\n{provenance(results)}")
+    if anchors := anchors_table(loaded[0][1]["dataset"], metrics):
+        parts.append(anchors)
+    parts.append(summary_table(metrics))
+    parts += [t for t in (oneclass_table(metrics), denoising_table(metrics), sparsity_table(metrics)) if t]
+    return "\n\n".join(parts) + "\n"
+
+
+def report(metrics_file: Path, results_files: list[Path], merge: bool = False) -> str:
     if not results_files:
         return render(read_json(metrics_file, "metrics file (run `aelab evaluate` or `dvc repro` first)"))
-    texts = []
+    loaded = []
     for path in results_files:
         results = read_json(path, "results file")
         if "metrics" not in results or "dataset" not in results:
             raise DataError(f"{path}: not a benchmark results file (needs 'dataset' and 'metrics')")
-        texts.append(render(results["metrics"], results))
-    return "\n".join(texts)
+        loaded.append((path, results))
+    if merge:
+        return merged(loaded)
+    return "\n".join(render(results["metrics"], results) for _, results in loaded)
