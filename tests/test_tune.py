@@ -87,13 +87,24 @@ def tune_runs(project):
     return mlflow.search_runs(experiment_names=["aelab-tune"], output_format="list")
 
 
-def start_tune(project, *args):
+def start_tune(project, *args, hold_fit=None):
+    """`aelab tune` as a real process; `hold_fit=K`: its K-th trial stops in its first training batch and waits
+    (see tests/hooks/sitecustomize.py) until the test interrupts or kills it."""
+    env = dict(os.environ)
+    if hold_fit is not None:
+        hooks = str(Path(__file__).parent / "hooks")
+        env.update(
+            PYTHONPATH=os.pathsep.join(filter(None, [hooks, env.get("PYTHONPATH")])),
+            AELAB_TEST_HOLD_FIT=str(hold_fit),
+            AELAB_TEST_HOLD_FILE=str(project / "held"),
+        )
     return subprocess.Popen(
         [sys.executable, "-m", "aelab.cli", "tune", *args],
         cwd=project,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=env,
     )
 
 
@@ -301,33 +312,28 @@ def test_multi_objective_search_reports_a_pareto_front(project):
 
 
 def test_interrupted_and_killed_searches_resume_to_the_exact_budget(project):
-    # No pruning and a few epochs per trial: each trial lasts long enough to be caught running on an idle machine.
-    raw = tiny_raw(n_trials=5, max_epochs=6, pruner={"kind": "none"})
+    raw = tiny_raw(n_trials=5, max_epochs=2, pruner={"kind": "none"})
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
     params = validate_params(raw)
-    study = None
+    held = project / "held"
 
-    def running_after(n_finished):
-        nonlocal study
-        try:
-            study = study or load_study(project, params)
-        except (KeyError, FileNotFoundError):
-            return False
-        running = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
-        return finished(study) >= n_finished and any(tune_stage.ATTR_RUN in t.user_attrs for t in running)
-
-    # Ctrl-C during a trial: the trial is marked failed (interrupted), the process exits 130
-    proc = start_tune(project, "--n-trials", "5")
-    wait_for(lambda: running_after(1), proc)
+    # Ctrl-C during a trial's training (its second, held in its first batch): the trial is marked failed
+    # (interrupted), the process exits 130
+    proc = start_tune(project, "--n-trials", "5", hold_fit=2)
+    wait_for(held.exists, proc)
+    study = load_study(project, params)
+    assert finished(study) == 1
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=60)[0]
     assert proc.returncode == 130, output[-2000:]
     assert "re-run the command to resume" in output
     interrupted = [t for t in study.get_trials() if t.state == TrialState.FAIL]
     assert len(interrupted) == 1 and interrupted[0].user_attrs["aelab.fail_kind"] == "interrupted"
-    # SIGKILL during a trial: the trial stays RUNNING in the journal
-    proc = start_tune(project, "--n-trials", "5")
-    wait_for(lambda: running_after(3), proc)
+    # SIGKILL during a trial (the third of the resumed search): the trial stays RUNNING in the journal
+    held.unlink()
+    proc = start_tune(project, "--n-trials", "5", hold_fit=3)
+    wait_for(held.exists, proc)
+    assert finished(study) == 3
     proc.kill()
     proc.wait()
     left = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
