@@ -112,6 +112,17 @@ def test_two_process_ddp_logs_one_run_and_matches_one_process(project: Path) -> 
     assert len(runs(project)) == 2  # the single-process training is the second run
 
 
+def test_two_process_ddp_trains_the_pretrained_conv_variant_and_logs_one_run(project: Path) -> None:
+    sets = ["train.devices=2", "train.strategy=ddp"]
+    sets += ["variants.stacked_conv.pretrain_epochs=1", "variants.stacked_conv.max_epochs=1"]
+    ddp = aelab(project, "train", "--variant", "stacked_conv", *(x for o in sets for x in ("--set", o)))
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    (run,) = runs(project)
+    assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
+    assert {"pretrain/layer1/loss", "pretrain/layer3/loss", "train/loss", "test/loss"} <= set(run.data.metrics)
+    assert metrics(project, "stacked_conv")["total_epochs"] == 3 * 1 + 1
+
+
 @pytest.mark.slow
 def test_torchrun_starts_all_ranks_at_once_and_still_logs_one_run(project: Path) -> None:
     """torchrun (and SLURM) start every rank together: only rank zero may open the tracking store."""
