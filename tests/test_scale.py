@@ -112,6 +112,16 @@ def test_two_process_ddp_logs_one_run_and_matches_one_process(project: Path) -> 
     assert len(runs(project)) == 2  # the single-process training is the second run
 
 
+def test_ddp_spawn_carries_our_logger_into_the_workers_and_logs_one_run(project: Path) -> None:
+    # ddp_spawn pickles the trainer with its loggers: our MLflow logger class must be importable by name
+    sets = ["train.devices=2", "train.strategy=ddp_spawn"]
+    spawned = aelab(project, "train", "--variant", "undercomplete", *(x for o in sets for x in ("--set", o)))
+    assert spawned.returncode == 0, spawned.stderr[-3000:]
+    (run,) = runs(project)
+    assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
+    assert metrics(project)["epochs"] == 2
+
+
 def test_two_process_ddp_trains_the_pretrained_conv_variant_and_logs_one_run(project: Path) -> None:
     sets = ["train.devices=2", "train.strategy=ddp"]
     sets += ["variants.stacked_conv.pretrain_epochs=1", "variants.stacked_conv.max_epochs=1"]

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.loggers import MLFlowLogger
+
 from aelab.config import TrackingConfig
 from aelab.paths import project_root
 
@@ -66,34 +68,36 @@ def uninterruptible() -> Iterator[None]:
             previous(signal.SIGINT, held[0])
 
 
+class UninterruptibleMLFlowLogger(MLFlowLogger):
+    """Each write to the store completes before Ctrl-C is delivered (see `uninterruptible`).
+
+    Defined at module level: `ddp_spawn` pickles the trainer and its loggers into the worker processes.
+    """
+
+    @property
+    def experiment(self) -> Any:
+        with uninterruptible():
+            return super().experiment
+
+    def log_hyperparams(self, params: Any) -> None:
+        with uninterruptible():
+            super().log_hyperparams(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        with uninterruptible():
+            super().log_metrics(metrics, step)
+
+    def finalize(self, status: str = "success") -> None:
+        with uninterruptible():
+            super().finalize(status)
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        with uninterruptible():
+            super().after_save_checkpoint(checkpoint_callback)
+
+
 def mlflow_logger(cfg: TrackingConfig, run_name: str, tags: dict[str, str], run_id: str | None = None):
     """Lightning's MLFlowLogger pointed explicitly at our store (its default is the refused file store)."""
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    class UninterruptibleMLFlowLogger(MLFlowLogger):
-        """Each write to the store completes before Ctrl-C is delivered (see `uninterruptible`)."""
-
-        @property
-        def experiment(self) -> Any:
-            with uninterruptible():
-                return super().experiment
-
-        def log_hyperparams(self, params: Any) -> None:
-            with uninterruptible():
-                super().log_hyperparams(params)
-
-        def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-            with uninterruptible():
-                super().log_metrics(metrics, step)
-
-        def finalize(self, status: str = "success") -> None:
-            with uninterruptible():
-                super().finalize(status)
-
-        def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-            with uninterruptible():
-                super().after_save_checkpoint(checkpoint_callback)
-
     uri = tracking_uri(cfg)
     return UninterruptibleMLFlowLogger(
         experiment_name=cfg.experiment,
