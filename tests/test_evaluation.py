@@ -111,9 +111,8 @@ def test_auroc_precision_recall_of_a_known_ranking():
 def test_standardized_score_by_hand():
     normal = np.array([[0.0, 0.0], [0.0, 0.0]])
     recon = np.array([[1.0, 0.0], [-1.0, 0.0]])  # feature 0 is always off by 1, feature 1 never
-    weights = oneclass.error_weights(normal, recon, "standardized")
+    weights = oneclass.error_weights(normal, recon)
     assert weights == pytest.approx([1 / (1 + 0.5), 1 / (0 + 0.5)])  # shrunk by the mean over features, 0.5
-    assert oneclass.error_weights(normal, recon, "mse") is None
     sample, reconstruction = np.array([[0.0, 0.0]]), np.array([[1.0, 1.0]])
     assert oneclass.per_sample_error(sample, reconstruction, weights) == pytest.approx([(2 / 3 + 2) / 2])
     assert oneclass.per_sample_error(sample, reconstruction) == pytest.approx([1.0])

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -239,6 +240,15 @@ def test_conv_search_over_blocks_and_widths_feeds_the_tuned_variant(project):
     model = torch.load(Path("data/models/tuned/model.pt"), weights_only=True)
     assert model["variant"] == "conv" and model["hparams"]["hidden_dims"] == [study.best_params["hidden_units"]]
     assert len(model["hparams"]["blocks"]) == study.best_params["blocks"]
+
+
+def test_conv_search_on_data_without_images_is_refused_before_any_trial():
+    from aelab.data.prepared import PreparedData, Split
+
+    x = np.zeros((4, 6), dtype=np.float32)
+    flat = PreparedData(Split(x, None), Split(x, None), Split(x, None), meta={})
+    with pytest.raises(ConfigError, match=r"tune.variant: conv needs image data, .* tune sparse instead"):
+        tune_stage.check_space(validate_params(tiny_raw(variant="conv")), flat)
 
 
 def test_tuned_variant_without_a_search_is_a_clear_error(project):

@@ -63,15 +63,13 @@ def per_sample_error(x: np.ndarray, reconstruction: np.ndarray, weights: np.ndar
     return squared.mean(axis=1) if weights is None else (squared * weights).mean(axis=1)
 
 
-def error_weights(x: np.ndarray, reconstruction: np.ndarray, score: str) -> np.ndarray | None:
-    """Per-feature weights of the score, fitted on the normal class's training data.
+def error_weights(x: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
+    """Per-feature weights of the `standardized` score, fitted on the normal class's training data.
 
-    `mse`: none. `standardized`: one over each feature's mean squared error on the normal data, shrunk toward the
-    mean over features (so a feature the normal class never gets wrong does not dominate): a feature that the
-    normal class itself reconstructs poorly (texture, varying edges) counts less than one it always gets right.
+    One over each feature's mean squared error on the normal data, shrunk toward the mean over features (so a
+    feature the normal class never gets wrong does not dominate): a feature that the normal class itself
+    reconstructs poorly (texture, varying edges) counts less than one it always gets right.
     """
-    if score == "mse":
-        return None
     mean_squared = ((reconstruction.astype(np.float64) - x.astype(np.float64)) ** 2).mean(axis=0)
     return 1.0 / (mean_squared + mean_squared.mean() + np.finfo(np.float64).tiny)
 
@@ -156,7 +154,7 @@ def scores(
     reconstruct: Callable[[np.ndarray], np.ndarray], subset: PreparedData, test_x: np.ndarray, score: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores of the normal validation samples (for the threshold) and of every test sample."""
-    weights = error_weights(subset.train.x, reconstruct(subset.train.x), score)
+    weights = error_weights(subset.train.x, reconstruct(subset.train.x)) if score == "standardized" else None
     return tuple(per_sample_error(x, reconstruct(x), weights) for x in (subset.val.x, test_x))
 
 

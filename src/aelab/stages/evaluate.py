@@ -36,6 +36,7 @@ from aelab.evaluation import classification, denoising, oneclass, reduction, spa
 from aelab.paths import CODES_DIR, EVALUATION_DIR, METRICS_FILE, MODELS_DIR, PREPARED_DIR
 from aelab.plots import image_grid
 from aelab.reducers import AutoencoderReducer
+from aelab.stages.reduce import encode_splits
 
 PCA_MODEL = "pca.joblib"
 
@@ -81,14 +82,6 @@ def scratch_models(models_dir: Path, methods: list[str]) -> dict[str, Path]:
     """`<variant>-scratch` -> folder of the from-scratch baseline that `train` left beside a pre-trained variant."""
     found = {f"{m}{SCRATCH_SUFFIX}": models_dir / m / "scratch" / m for m in methods}
     return {name: folder for name, folder in found.items() if (folder / "model.pt").exists()}
-
-
-def scratch_codes(data: PreparedData, model: AutoencoderReducer) -> dict[str, np.ndarray]:
-    """What `reduce` writes for a variant, for a baseline that is no pipeline output of its own."""
-    codes = {f"{split}_codes": model.transform(data.split(split).x).astype(np.float32) for split in ("train", "test")}
-    reconstruction = model.inverse_transform(codes["test_codes"])
-    codes["test_reconstruction"] = np.clip(reconstruction, 0.0, 1.0).astype(np.float32)
-    return codes
 
 
 def evaluate_reduction(data: PreparedData, codes: dict[str, np.ndarray]) -> dict[str, float]:
@@ -208,7 +201,7 @@ def evaluate(
     # Pre-trained stacked variants beside the same network trained from scratch for as many epochs (`train` made it)
     for name, folder in scratch_models(models_dir, methods).items():
         models[name] = AutoencoderReducer.load(folder / "model.pt")
-        all_codes[name] = scratch_codes(data, models[name])
+        all_codes[name] = encode_splits(models[name], data)  # what `reduce` writes for a variant
     results = {method: evaluate_reduction(data, codes) for method, codes in all_codes.items()}
     if data.train.y is not None:
         features = {m: (c["train_codes"], c["test_codes"]) for m, c in all_codes.items()}

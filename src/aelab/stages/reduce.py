@@ -40,21 +40,27 @@ def write_tables(folder: Path, name: str, codes: np.ndarray, labels: np.ndarray 
         frame.to_parquet(folder / f"{name}.parquet", index=False)
 
 
+def encode_splits(reducer, data: PreparedData) -> dict[str, np.ndarray]:
+    """The content of `codes.npz`: each split's codes (and labels) and the test reconstructions, in [0, 1]."""
+    arrays: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        part = data.split(split)
+        arrays[f"{split}_codes"] = reducer.transform(part.x).astype(np.float32)
+        if part.y is not None:
+            arrays[f"{split}_labels"] = part.y
+    arrays["test_reconstruction"] = np.clip(reducer.inverse_transform(arrays["test_codes"]), 0.0, 1.0).astype(
+        np.float32
+    )
+    return arrays
+
+
 def reduce(params: Params, method: str, data: PreparedData, out: Path = CODES_DIR) -> Path:
     reducer = fit_reducer(params, method, data)
     folder = out / method
     folder.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {}
+    arrays = encode_splits(reducer, data)
     for split in SPLITS:
-        part = data.split(split)
-        codes = reducer.transform(part.x).astype(np.float32)
-        arrays[f"{split}_codes"] = codes
-        if part.y is not None:
-            arrays[f"{split}_labels"] = part.y
-        write_tables(folder, split, codes, part.y, params.reduce.formats)
-    arrays["test_reconstruction"] = np.clip(reducer.inverse_transform(arrays["test_codes"]), 0.0, 1.0).astype(
-        np.float32
-    )
+        write_tables(folder, split, arrays[f"{split}_codes"], data.split(split).y, params.reduce.formats)
     np.savez(folder / "codes.npz", **arrays)
     info = {"method": method, "code_dim": int(arrays["train_codes"].shape[1]), "n_features": data.n_features}
     if method == "pca":
