@@ -8,6 +8,7 @@ from sklearn.model_selection import train_test_split
 
 from aelab.config import DataConfig
 from aelab.data.prepared import PreparedData, Split, save_prepared
+from aelab.data.scaling import Scaler
 from aelab.data.sources import RawDataset, load_source
 from aelab.paths import PREPARED_DIR
 
@@ -49,30 +50,6 @@ def split_dataset(raw: RawDataset, cfg: DataConfig, seed: int) -> dict[str, tupl
     if cfg.max_train_samples:
         splits["train"] = _subset(*splits["train"], cfg.max_train_samples, seed + 2)
     return splits
-
-
-class Scaler:
-    """Min-max scaling to [0, 1], fitted on the training split only; unseen values are clipped."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-    def fit(self, x: np.ndarray) -> Scaler:
-        axis = None if self.kind == "global" else 0
-        self.min_ = np.asarray(x.min(axis=axis), dtype=np.float64)
-        span = np.asarray(x.max(axis=axis), dtype=np.float64) - self.min_
-        self.scale_ = np.where(span > 0, span, 1.0)
-        return self
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return np.clip((x - self.min_) / self.scale_, 0.0, 1.0).astype(np.float32)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "kind": self.kind,
-            "min": np.atleast_1d(self.min_).tolist(),
-            "scale": np.atleast_1d(self.scale_).tolist(),
-        }
 
 
 def prepare(cfg: DataConfig, seed: int) -> PreparedData:
