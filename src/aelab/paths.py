@@ -7,6 +7,8 @@ from pathlib import Path
 
 PREPARED_DIR = Path("data/prepared")
 MODELS_DIR = Path("data/models")
+ONECLASS_MODEL_DIR = MODELS_DIR / "oneclass"
+"""The kept one-class model of `aelab oneclass` (a bundle with its threshold, and metrics.json)."""
 CODES_DIR = Path("data/codes")
 EVALUATION_DIR = Path("data/evaluation")
 METRICS_FILE = Path("data/metrics.json")
