@@ -83,6 +83,7 @@ def prepare(cfg: DataConfig, seed: int, variants: Iterable[str] = ()) -> Prepare
         "seed": seed,
         "label_names": label_names(raw),
         "feature_names": raw.feature_names,
+        "label_column": cfg.label_column if raw.feature_names is not None else None,
     }
     data = PreparedData(**prepared, meta=meta)
     save_prepared(PREPARED_DIR, data)
