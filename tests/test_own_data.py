@@ -35,7 +35,7 @@ def _run(command: str, cwd) -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "AELAB_PROJECT_ROOT")}
     result = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
-    return result.stderr
+    return result.stdout + result.stderr
 
 
 @pytest.fixture

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -77,27 +80,32 @@ def test_an_image_only_variant_on_a_table_is_refused_by_prepare(table):
     with pytest.raises(ConfigError) as err:
         prepare(params.data, params.seed, params.pipeline.variants)
     assert str(err.value) == (
-        "pipeline.variants: conv need image data, and this data has no image shape (data.image_shape); "
+        "pipeline.variants: conv needs image data, and this data has no image shape (data.image_shape); "
         "allowed: undercomplete, sparse, denoising, stacked"
     )
     assert not (table.parent / "data" / "prepared").exists()
 
 
-def test_the_cli_says_it_in_one_line(table):
-    import subprocess
-    import sys
+def _aelab(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run([sys.executable, "-m", "aelab.cli", *args], cwd=cwd, capture_output=True, text=True, env=env)
 
+
+def test_the_cli_says_it_in_one_line(table):
     (table.parent / "mine.yaml").write_text(yaml.safe_dump({"data": {**TABLE, "path": "measurements.csv"}}))
-    result = subprocess.run(
-        [sys.executable, "-m", "aelab.cli", "prepare", "--params", "mine.yaml"],
-        cwd=table.parent,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-    )
+    result = _aelab("prepare", "--params", "mine.yaml", cwd=table.parent)
     assert result.returncode == 2
     assert result.stderr.startswith("aelab: error: pipeline.variants: conv, stacked_conv need image data")
     assert result.stderr.count("\n") == 1
+
+
+def test_oneclass_command_takes_label_values(table):
+    params = table_params(table)
+    prepare(params.data, params.seed, MLP)
+    (table.parent / "mine.yaml").write_text(yaml.safe_dump({"data": {**TABLE, "path": "measurements.csv"}}))
+    result = _aelab("oneclass", "--params", "mine.yaml", "--normal", "benign", "--normal", "ok", cwd=table.parent)
+    assert result.returncode == 2
+    assert result.stderr == "aelab: error: oneclass.normal: unknown label 'ok'; allowed: benign, faulty\n"
 
 
 # ---- scaling ---------------------------------------------------------------------------------------------------
@@ -141,8 +149,18 @@ def test_labels_become_codes_in_sorted_order_and_values_map_back():
         encode_labels(np.array(["a", np.nan], dtype=object), "x.csv")
 
 
+def test_code_tables_carry_label_values(table):
+    from aelab.stages.reduce import reduce
+
+    params = table_params(table, reduce={"pca_components": 3})
+    folder = reduce(params, "pca", prepare(params.data, params.seed, MLP))
+    frame = pd.read_csv(folder / "test.csv")
+    assert list(frame.columns) == ["code_0", "code_1", "code_2", "label"]
+    assert set(frame["label"]) == {"benign", "faulty"}
+
+
 def test_a_text_feature_column_is_named(tmp_path):
-    frame = __import__("pandas").DataFrame({"a": np.arange(20.0), "site": ["x"] * 20, "status": ["n"] * 20})
+    frame = pd.DataFrame({"a": np.arange(20.0), "site": ["x"] * 20, "status": ["n"] * 20})
     frame.to_csv(tmp_path / "t.csv", index=False)
     params = validate_params({"data": {**TABLE, "path": str(tmp_path / "t.csv")}})
     with pytest.raises(DataError, match=r"t.csv: non-numeric feature columns site$"):
@@ -197,7 +215,7 @@ def test_oneclass_refuses_what_it_cannot_train(table, tmp_path):
         oneclass.train_oneclass(table_params(table), data, root=tmp_path)
     with pytest.raises(ConfigError, match=r"^oneclass.normal: unknown label 'ok'; allowed: benign, faulty$"):
         oneclass.train_oneclass(table_params(table, oneclass={"normal": ["ok"]}), data, root=tmp_path)
-    with pytest.raises(ConfigError, match=r"^oneclass.variant: conv need image data"):
+    with pytest.raises(ConfigError, match=r"^oneclass.variant: conv needs image data"):
         oneclass.train_oneclass(table_params(table, oneclass={"normal": ["benign"], "variant": "conv"}), data)
     unlabelled = PreparedData(Split(data.train.x, None), data.val, data.test, data.meta)
     with pytest.raises(DataError, match="oneclass: the data has no labels"):

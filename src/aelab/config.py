@@ -505,7 +505,8 @@ def check_variants_fit_data(
     if image_only and image_shape is None:
         mlp = [v for v in VARIANTS if v not in CONV_VARIANTS]
         raise ConfigError(
-            f"{key}: {', '.join(image_only)} need image data, and this data has no image shape "
+            f"{key}: {', '.join(image_only)} {'needs' if len(image_only) == 1 else 'need'} image data, "
+            "and this data has no image shape "
             f"(data.image_shape); allowed: {', '.join(mlp)}"
         )
 
