@@ -47,7 +47,7 @@ def repro(tmp_path_factory):
     for variant in ("stacked", "conv", "stacked_conv"):  # their own epochs
         params["variants"][variant].update(max_epochs=3, **({"pretrain_epochs": 1} if "stacked" in variant else {}))
     params["tune"].update(n_trials=2, max_epochs=2)
-    params["oneclass"]["max_epochs"] = 5
+    params["oneclass"]["max_epochs"] = 10
     params["tune"]["space"]["hidden_units"] = {"low": 16, "high": 96, "log": True}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = _run(["dvc", "repro"], project)
