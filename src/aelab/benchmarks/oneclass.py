@@ -28,8 +28,8 @@ import torch
 from aelab.benchmarks.published import shared_data
 from aelab.config import VARIANTS, load_params
 from aelab.data.prepared import load_prepared
-from aelab.evaluation.oneclass import ONECLASS_CHECKPOINTS, cache_folder, class_subset, run_oneclass
-from aelab.paths import PREPARED_DIR, project_root
+from aelab.evaluation.oneclass import cache_folder, class_subset, run_oneclass
+from aelab.paths import MODEL_FILE, ONECLASS_CHECKPOINTS, PREPARED_DIR, project_root
 from aelab.stages import prepare
 
 HERE = Path(__file__).resolve().parent
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = params.evaluate.oneclass
     classes = cfg.classes if cfg.classes is not None else sorted(int(c) for c in set(data.train.y.tolist()))
     reused = [
-        c for c in classes if (cache_folder(params, class_subset(data, c), ONECLASS_CHECKPOINTS) / "model.pt").exists()
+        c for c in classes if (cache_folder(params, class_subset(data, c), ONECLASS_CHECKPOINTS) / MODEL_FILE).exists()
     ]
     begin = time.perf_counter()
     found = run_oneclass(params, data, ONECLASS_CHECKPOINTS)

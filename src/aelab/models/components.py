@@ -1,9 +1,10 @@
-"""Plain `nn.Module`s for the deep variants: encoders and decoders as stacks of layers, trainable one at a time.
+"""The one place that builds networks: plain `nn.Module` encoders and decoders for every variant.
 
 `EncoderStack` applies `layers[0], layers[1], ...`; `DecoderStack.layers[k]` mirrors encoder layer k and is applied
 from the top down, so the pair k is a shallow autoencoder for the output of encoder layers `0..k-1` (what greedy
 pre-training trains). Inputs and outputs stay flat `[n, features]` as the DataModule yields them: a convolutional
-stack reshapes to the dataset's image shape in its first layer and flattens back in its last decoder layer.
+stack reshapes to the dataset's image shape in its first layer and flattens back in its last decoder layer. The
+LightningModules that train these networks live in `base.py` and the variant modules.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from typing import Any
 from torch import Tensor, nn
 
 from aelab.errors import ConfigError
-from aelab.models.networks import ACTIVATIONS
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+
 
 Shape = tuple[int, int, int]
 
@@ -55,20 +65,28 @@ def _activation_and_dropout(activation: str, dropout: float) -> list[nn.Module]:
 def mlp_stack(
     input_dim: int, hidden_dims: Sequence[int], activation: str, dropout: float, code_activation: nn.Module | None
 ) -> tuple[EncoderStack, DecoderStack]:
-    """The MLP of `MLPEncoder`/`MLPDecoder`, split into one (Linear, mirrored Linear) pair per hidden width."""
+    """An MLP encoder through `hidden_dims` and its mirrored decoder, as one (Linear, mirrored Linear) pair per width.
+
+    Every dense variant is built here. The layers are created encoder first (bottom up), then decoder (top down),
+    so the random initial weights do not depend on how the layers are grouped.
+    """
     widths = [input_dim, *hidden_dims]
     top = len(hidden_dims) - 1
-    encoder_layers, decoder_layers = [], []
+    encoder_layers = []
     for k in range(len(hidden_dims)):
-        n_in, n_out = widths[k], widths[k + 1]
-        if k < top:
-            encoder_layers.append(nn.Sequential(nn.Linear(n_in, n_out), *_activation_and_dropout(activation, dropout)))
-        else:
-            code = [code_activation] if code_activation is not None else []
-            encoder_layers.append(nn.Sequential(nn.Linear(n_in, n_out), *code))
-        # The decoder layer returns what the encoder layer below produced (activated), or logits for the input.
+        tail = (
+            _activation_and_dropout(activation, dropout)
+            if k < top
+            else [code_activation]
+            if code_activation is not None
+            else []
+        )
+        encoder_layers.append(nn.Sequential(nn.Linear(widths[k], widths[k + 1]), *tail))
+    decoder_layers: list[nn.Module] = [nn.Identity()] * len(hidden_dims)
+    for k in reversed(range(len(hidden_dims))):
+        # Decoder layer k returns what encoder layer k-1 produced (activated), or logits for the input (k = 0).
         tail = _activation_and_dropout(activation, dropout) if k > 0 else []
-        decoder_layers.append(nn.Sequential(nn.Linear(n_out, n_in), *tail))
+        decoder_layers[k] = nn.Sequential(nn.Linear(widths[k + 1], widths[k]), *tail)
     return EncoderStack(encoder_layers), DecoderStack(decoder_layers)
 
 
@@ -191,3 +209,15 @@ def conv_stack(
         )
     )
     return EncoderStack(encoder_layers), DecoderStack(decoder_layers)
+
+
+class Reconstructor(nn.Module):
+    """Encoder + decoder + sigmoid as one plain module: what MLflow logs for inference."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decoder(self.encoder(x)).sigmoid()
