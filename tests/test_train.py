@@ -6,8 +6,8 @@ import pytest
 
 from aelab.config import validate_params
 from aelab.errors import TrainingError
-from aelab.training.run import train_variant
 from aelab.tracking import tracking_uri
+from aelab.training.run import train_variant
 from tests.conftest import TINY_PARAMS
 
 

@@ -21,9 +21,9 @@ from aelab.config import validate_params
 from aelab.errors import ConfigError, TrainingError
 from aelab.paths import BEST_PARAMS_FILE
 from aelab.stages import train as train_stage
+from aelab.tracking import uninterruptible
 from aelab.tuning import objective, search, space, storage, worker
 from aelab.tuning import study as tuning_study
-from aelab.tracking import uninterruptible
 from tests.conftest import TINY_PARAMS
 
 TINY_TUNE = {
