@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params.resolve(), overrides)
     out = (args.out or project_root() / RESULTS_DIR / f"{args.dataset}-oneclass-{args.variant}.json").resolve()
     command = command_line("aelab.benchmarks.oneclass", argv if argv is not None else sys.argv[1:])
-    params_file = portable_path(args.params)
+    params_file = portable_path(args.params) or args.params.name  # outside the project: its name, no folders
     work = (args.work or project_root() / "data" / "benchmarks" / args.dataset).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)  # the stages read and write `data/...` relative to the working directory

@@ -2,7 +2,8 @@
 
 Results files are committed and read on other machines: every path they record (the command's `--out`,
 `--work` and `--params`, a `--set key=/a/path` override, the params file) is relative to the project root.
-A path outside the project names nothing another checkout has, so it is left out (a field becomes null).
+A path outside the project names nothing another checkout has, so it is left out of the command (a field
+records null, or just a file's name).
 """
 
 from __future__ import annotations
