@@ -13,6 +13,8 @@ METRICS_FILE = Path("data/metrics.json")
 TUNE_DIR = Path("data/tune")
 BEST_PARAMS_FILE = TUNE_DIR / "best_params.yaml"
 """The best trial of `aelab tune`, read by `aelab train --variant tuned` (a DVC output and params file)."""
+RESULTS_DIR = Path("docs/results")
+"""Benchmark results (JSON) and their generated tables, under the project root: documentation, not package data."""
 STUDIES_DIR = Path("data/studies")
 """Default Optuna journals, under the real project root: never a DVC output, never inside an experiment copy."""
 TUNED = "tuned"
