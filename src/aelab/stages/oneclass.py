@@ -14,7 +14,6 @@ Output: `data/models/oneclass/`, a model bundle that carries the normal labels a
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +29,11 @@ from aelab.data.labels import label_codes, label_names_of
 from aelab.data.prepared import PreparedData, Split, load_prepared
 from aelab.errors import ConfigError, DataError
 from aelab.evaluation.oneclass import per_sample_error, quiet_lightning
-from aelab.models import load_model, module_options, save_model
+from aelab.models import load_model, save_model
 from aelab.models.base import AutoencoderModule
-from aelab.paths import ONECLASS_MODEL_DIR, PREPARED_DIR
+from aelab.paths import MODEL_FILE, ONECLASS_MODEL_CHECKPOINTS, ONECLASS_MODEL_DIR, PREPARED_DIR
+from aelab.training.run import checkpoint_dir, fit_module
 
-CHECKPOINTS = Path("data/checkpoints/oneclass-model")
 SCORE = "mse"
 
 
@@ -73,34 +72,26 @@ def normal_subset(data: PreparedData, codes: list[int]) -> PreparedData:
     return PreparedData(Split(train, None), Split(val, None), Split(val, None), meta=meta)
 
 
-def checkpoint_folder(params: Params, subset: PreparedData, root: Path = CHECKPOINTS) -> Path:
-    """One folder per (network, training settings, data, normal labels): the threshold is not part of it."""
+def model_params(params: Params) -> Params:
+    """The params the model trains with: the variant's, with the one-class epochs and widths."""
     cfg = params.oneclass
-    options = module_options(params, cfg.variant, subset.n_features, subset.image_shape)
-    if cfg.hidden_dims:
-        options["hidden_dims"] = list(cfg.hidden_dims)
-    key = {
-        "module": options,
-        "variant": params.variant(cfg.variant).model_dump(mode="json"),
-        "train": params.train.model_dump(mode="json", exclude={"max_epochs", "progress_bar", "log_every_n_steps"}),
-        "max_epochs": cfg.max_epochs,
-        "data": subset.meta,
-        "n_train": len(subset.train.x),
-    }
-    return root / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    variant = {"max_epochs": None, **({"hidden_dims": list(cfg.hidden_dims)} if cfg.hidden_dims else {})}
+    return params.derive({"train": {"max_epochs": cfg.max_epochs}, "variants": {cfg.variant: variant}}, "oneclass")
 
 
-def fit_normal(params: Params, subset: PreparedData, root: Path = CHECKPOINTS) -> AutoencoderModule:
+def checkpoint_folder(params: Params, subset: PreparedData, root: Path = ONECLASS_MODEL_CHECKPOINTS) -> Path:
+    """`<root>/<run digest>`: one folder per (network, training settings, data, normal labels), not threshold."""
+    return checkpoint_dir(model_params(params), params.oneclass.variant, subset, root)
+
+
+def fit_normal(params: Params, subset: PreparedData, root: Path = ONECLASS_MODEL_CHECKPOINTS) -> AutoencoderModule:
     """The model of the normal rows: loaded if it was trained before, else trained (resumable) and cached."""
-    from aelab.stages.train import fit_module
-
     folder = checkpoint_folder(params, subset, root)
-    model_file = folder / "model.pt"
+    model_file = folder / MODEL_FILE
     if model_file.exists():
         return load_model(model_file)
-    cfg = params.oneclass
     with quiet_lightning():
-        module = fit_module(params, cfg.variant, subset, folder, cfg.max_epochs, cfg.hidden_dims)
+        module = fit_module(model_params(params), params.oneclass.variant, subset, folder).module.cpu().eval()
     save_model(module, folder / "model.tmp")
     (folder / "model.tmp").replace(model_file)  # complete or absent, never half-written
     return module
@@ -136,7 +127,7 @@ def holdout_metrics(scores: np.ndarray, is_anomaly: np.ndarray, threshold: float
     }
 
 
-def train_oneclass(params: Params, data: PreparedData, root: Path = CHECKPOINTS) -> OneClassModel:
+def train_oneclass(params: Params, data: PreparedData, root: Path = ONECLASS_MODEL_CHECKPOINTS) -> OneClassModel:
     cfg = params.oneclass
     check_variants_fit_data([cfg.variant], data.image_shape, key="oneclass.variant")
     codes, normal = normal_codes(params, data)
