@@ -252,3 +252,29 @@ def test_oneclass_command_hands_the_bundle_its_threshold(table, monkeypatch):
     assert written["meta"]["feature_names"] == COLUMNS and written["meta"]["label_names"] == ["benign", "faulty"]
     assert written["meta"]["scaling"]["kind"] == "per_feature" and written["module"].hidden_dims == [32, 4]
     assert metrics["normal"] == ["benign"] and 0 <= metrics["auroc"] <= 1
+
+
+def test_evaluate_on_a_table_names_one_class_results_by_label(table, tmp_path):
+    import torch
+
+    from aelab.stages import evaluate as stage
+    from aelab.stages.reduce import reduce
+
+    params = table_params(
+        table,
+        reduce={"pca_components": 4},
+        evaluate={
+            "tsne": {"max_samples": 40},
+            "oneclass": {"classes": ["faulty", "benign"], "max_epochs": 1, "hidden_dims": [4]},
+        },
+    )
+    data = prepare(params.data, params.seed, MLP)
+    reduce(params, "pca", data, out=tmp_path / "codes")
+    with torch.random.fork_rng():
+        results, _ = stage.evaluate(
+            params, data, codes_dir=tmp_path / "codes", models_dir=tmp_path / "models", out=tmp_path / "evaluation"
+        )
+    assert {"oneclass/auroc/benign", "oneclass/auroc/faulty"} <= set(results["pca"])
+    assert results["pca"]["oneclass/auroc/benign"] > 0.85  # PCA of the benign rows misfits the faulty ones
+    table_csv = pd.read_csv(tmp_path / "evaluation/tables/oneclass_per_class.csv")
+    assert list(table_csv["class"]) == ["faulty", "faulty", "benign", "benign"]
