@@ -92,8 +92,10 @@ def apply_to_file(
     writer.close()
     if skipped:
         shown = ", ".join(map(str, skipped[:LISTED_ROWS])) + (", ..." if len(skipped) > LISTED_ROWS else "")
-        print(f"aelab: skipped {len(skipped)} invalid row(s) of {source.path} (NaN, inf or non-numeric): rows {shown}",
-              file=sys.stderr)
+        print(
+            f"aelab: skipped {len(skipped)} invalid row(s) of {source.path} (NaN, inf or non-numeric): rows {shown}",
+            file=sys.stderr,
+        )
     return _summary(command, model, source, writer, anomalies)
 
 
@@ -102,8 +104,8 @@ def _summary(command: str, model: AutoencoderModel, source: InputFile, writer: O
     what = {
         "encode": f"{model.code_dim} code columns",
         "reconstruct": f"{model.n_features_in_} reconstructed columns",
-        "score": "score" + (f", is_anomaly ({anomalies} above threshold {model.threshold:.6g})" if model.threshold
-                            is not None else ""),
+        "score": "score"
+        + (f", is_anomaly ({anomalies} above threshold {model.threshold:.6g})" if model.threshold is not None else ""),
     }[command]
     label = f" + label column {source.label!r}" if source.label and writer.kind != "npy" else ""
     verb = {"encode": "encoded", "reconstruct": "reconstructed", "score": "scored"}[command]

@@ -29,7 +29,9 @@ def export_onnx(model: AutoencoderModel, out: Path) -> None:
     try:
         import onnxscript  # noqa: F401 - the exporter needs it; a clear message beats torch's ImportError
     except ImportError:
-        raise ConfigError("--format onnx: needs the onnx and onnxscript packages (pip install onnx onnxscript)") from None
+        raise ConfigError(
+            "--format onnx: needs the onnx and onnxscript packages (pip install onnx onnxscript)"
+        ) from None
     example = torch.rand(2, model.n_features_in_)
     batch = torch.export.Dim("batch", min=1)
     # The exporter logs about optional torchvision operators and warns about its own internals: not ours to fix.

@@ -92,7 +92,9 @@ def feature_matrix(X: Any, pre: Preprocessing, source: str = "X") -> np.ndarray:
     if x.dtype.kind not in "biuf":
         raise DataError(f"{source}: values must be numbers, got an array of dtype {x.dtype}")
     if x.ndim < 2:
-        raise DataError(f"{source}: expected rows [n, {pre.n_features}], got shape {x.shape}; one row: X.reshape(1, -1)")
+        raise DataError(
+            f"{source}: expected rows [n, {pre.n_features}], got shape {x.shape}; one row: X.reshape(1, -1)"
+        )
     x = x.reshape(len(x), -1)
     if x.shape[1] != pre.n_features:
         raise DataError(f"{source}: rows have {x.shape[1]} features, the model takes {pre.n_features}")
@@ -146,7 +148,8 @@ def _array_chunks(x: np.ndarray, labels: np.ndarray | None, pre: Preprocessing, 
     def chunks() -> Iterator[Chunk]:
         for start in range(0, len(x), rows):
             stop = min(start + rows, len(x))
-            block = np.ascontiguousarray(x[start:stop].reshape(stop - start, features), dtype=np.float32)
+            # A copy: memory-mapped rows are read here, and torch wants writable arrays.
+            block = np.array(x[start:stop], dtype=np.float32).reshape(stop - start, features)
             yield Chunk(block, start, None if labels is None else labels[start:stop], progress=stop)
 
     return InputFile(path, chunks(), label="label" if labels is not None else None, progress_total=len(x))
@@ -205,7 +208,7 @@ def open_input(path: Path, pre: Preprocessing, rows: int = CHUNK_ROWS, label_col
             with np.load(path, allow_pickle=False) as archive:
                 if "x" not in archive:
                     raise DataError(f"{path}: expected an array named 'x' (and optionally 'y'), found {archive.files}")
-                x, y = archive["x"], archive["y"] if "y" in archive else None
+                x, y = archive["x"], archive.get("y", None)
             return _array_chunks(x, y, pre, path, rows)
         if suffix == ".gz" or path.name.endswith("-ubyte"):
             from aelab.data.sources import read_idx
@@ -241,7 +244,9 @@ class OutputWriter:
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         if self.path.suffix.lower() not in OUTPUT_SUFFIXES:
-            raise DataError(f"--out {self.path}: unsupported output {self.path.suffix!r}; allowed: .csv, .parquet, .npy")
+            raise DataError(
+                f"--out {self.path}: unsupported output {self.path.suffix!r}; allowed: .csv, .parquet, .npy"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(self.path.name + ".tmp")
 

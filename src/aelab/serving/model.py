@@ -136,6 +136,8 @@ class AutoencoderModel(TransformerMixin, BaseEstimator):
     def compute(self, output: str, x: np.ndarray) -> np.ndarray:
         """`output` (codes | reconstruction | score) of float32 rows [n, features] already checked to be finite."""
         self._loaded()
+        if not x.flags.writeable:  # torch refuses read-only memory (a memory-mapped .npy, a broadcast view)
+            x = x.copy()
         with torch.inference_mode():
             if len(x) <= self.batch_size:
                 return self._forward(output, torch.from_numpy(x)).numpy()
