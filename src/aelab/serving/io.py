@@ -69,13 +69,14 @@ def invalid_rows(x: np.ndarray) -> np.ndarray:
 
 
 def describe_invalid(x: np.ndarray, row: int, frame: pd.DataFrame | None = None) -> str:
-    """What is wrong with row `row`: the first offending column and value."""
+    """What is wrong with row `row`: the first offending column and its value."""
     col = int(np.flatnonzero(~np.isfinite(x[row]))[0])
-    if frame is not None:
-        value = frame.iat[row, col]
-        kind = "non-numeric value" if isinstance(value, str) else "value"
-        return f"{kind} {value!r} in column {str(frame.columns[col])!r}"
-    return f"value {x[row, col]!r} in column {col}"
+    name = repr(str(frame.columns[col])) if frame is not None else str(col)
+    value = frame.iat[row, col] if frame is not None else x[row, col]
+    if isinstance(value, str):
+        return f"non-numeric value {value!r} in column {name}"
+    number = float(x[row, col])
+    return f"{'NaN (missing value)' if np.isnan(number) else f'value {number}'} in column {name}"
 
 
 def feature_matrix(X: Any, pre: Preprocessing, source: str = "X") -> np.ndarray:
