@@ -11,7 +11,15 @@ import numpy as np
 import pandas as pd
 
 from aelab.errors import DataError
-from aelab.serving.io import CHUNK_ROWS, InputFile, OutputWriter, describe_invalid, invalid_rows, open_input
+from aelab.serving.io import (
+    CHUNK_ROWS,
+    InputFile,
+    OutputWriter,
+    check_output,
+    describe_invalid,
+    invalid_rows,
+    open_input,
+)
 from aelab.serving.model import AutoencoderModel, load
 
 OUTPUT_OF = {"encode": "codes", "reconstruct": "reconstruction", "score": "score"}
@@ -60,6 +68,7 @@ def apply_to_file(
     chunk_rows: int = CHUNK_ROWS,
 ) -> str:
     """Run `command` over every row of `input_path` into `out`; returns the one-line summary."""
+    check_output(Path(out))
     model = load(model_path)
     output = OUTPUT_OF[command]
     source = open_input(Path(input_path), model.preprocessing_, chunk_rows, label_column)

@@ -221,6 +221,12 @@ def open_input(path: Path, pre: Preprocessing, rows: int = CHUNK_ROWS, label_col
 
 
 # ---- writing outputs -----------------------------------------------------------------------------------------------
+def check_output(path: Path) -> None:
+    """Refuse an output format before any work is done."""
+    if Path(path).suffix.lower() not in OUTPUT_SUFFIXES:
+        raise DataError(f"--out {path}: unsupported output {Path(path).suffix!r}; allowed: .csv, .parquet, .npy")
+
+
 _NPY_HEADER = 128  # bytes: magic, version, length and a padded header dict, rewritten with the final shape
 
 
@@ -244,10 +250,7 @@ class OutputWriter:
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
-        if self.path.suffix.lower() not in OUTPUT_SUFFIXES:
-            raise DataError(
-                f"--out {self.path}: unsupported output {self.path.suffix!r}; allowed: .csv, .parquet, .npy"
-            )
+        check_output(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(self.path.name + ".tmp")
 

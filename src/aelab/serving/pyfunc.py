@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from aelab.errors import DataError
@@ -33,8 +34,12 @@ class AelabPyfunc(PythonModel):
 
         self.model = load(context.artifacts["bundle"])
 
-    # `model_input` has no annotation on purpose: MLflow reads one as a type-hint signature, which tables are not.
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> np.ndarray:
+    # Inputs are checked against the logged signature and by the model itself (columns by name, finite values),
+    # not by MLflow's type-hint validation. `model_input` is a DataFrame, or a float32 array for models without
+    # column names (a tensor signature); the DataFrame hint tells MLflow to take the signature we log.
+    _skip_type_hint_validation = True
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
         output = (params or {}).get("output", "codes")
         if output not in OUTPUTS:
             raise DataError(f"params.output: {output!r} is not one of {', '.join(OUTPUTS)}")
@@ -50,7 +55,6 @@ def signature_and_example(bundle_dir: Path) -> tuple[Any, Any]:
 
     The example rows are the training minimum and the middle of the training range (the fitted scaling's values).
     """
-    import pandas as pd
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
