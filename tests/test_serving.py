@@ -105,6 +105,17 @@ def test_folder_without_bundle_is_a_clear_error(tmp_path):
         aelab.load(tmp_path / "old")
 
 
+def test_meta_without_scaling_takes_rows_as_they_are(tmp_path, digits_x):
+    module, _ = digits_bundle(tmp_path / "m", digits_x)
+    write_bundle(tmp_path / "m", module, {"name": "in code"})
+    rows = digits_x[:5] / 16
+    with torch.no_grad():
+        expected = module.encode(torch.from_numpy(rows)).numpy()
+    np.testing.assert_allclose(aelab.load(tmp_path / "m").encode(rows), expected, atol=1e-6)
+    with pytest.raises(CheckpointError, match="the data has 10 features but the model takes 64"):
+        write_bundle(tmp_path / "m", module, {"n_features": 10})
+
+
 def test_bad_oneclass_record_is_refused(tmp_path, digits_x):
     module, _ = digits_bundle(tmp_path / "m", digits_x)
     with pytest.raises(CheckpointError, match="threshold must be a finite number"):

@@ -135,6 +135,13 @@ def test_skip_invalid_leaves_rows_out_and_lists_them(tmp_path, model_dir, digits
     assert "skipped 2 invalid row(s)" in err and "rows 3, 18" in err
 
 
+def test_progress_bar_on_a_terminal_changes_nothing(tmp_path, model_dir, digits, monkeypatch):
+    source = write_input(tmp_path, "csv", *digits)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    apply_to_file("encode", model_dir, source, tmp_path / "codes.npy", chunk_rows=300)
+    np.testing.assert_allclose(np.load(tmp_path / "codes.npy"), aelab.load(model_dir).encode(digits[0]), atol=1e-6)
+
+
 def test_skipped_rows_are_reported_on_stderr(tmp_path, model_dir, digits):
     x = digits[0][:30].copy()
     x[[2, 17], 5] = np.nan

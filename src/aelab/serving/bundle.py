@@ -46,10 +46,13 @@ class Preprocessing:
     """The label column of the training table, passed through (not encoded) when present in an input table."""
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> Preprocessing:
-        """From `data/prepared/meta.json` as `prepare` writes it (optional keys may be absent)."""
+    def from_meta(cls, meta: dict[str, Any], n_features: int) -> Preprocessing:
+        """From `data/prepared/meta.json` as `prepare` writes it (optional keys may be absent).
+
+        Without `scaling` (data made in code rather than by `prepare`) inputs are taken as they are.
+        """
         return cls(
-            n_features=int(meta["n_features"]),
+            n_features=int(meta.get("n_features", n_features)),
             scaling=meta.get("scaling"),
             feature_names=meta.get("feature_names"),
             image_shape=meta.get("image_shape"),
@@ -122,7 +125,7 @@ def write_bundle(folder: Path, module: AutoencoderModule, meta: dict[str, Any], 
     """Save `module` with the preprocessing of `meta` (the prepared data's `meta.json`) as a bundle in `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    preprocessing = Preprocessing.from_meta(meta)
+    preprocessing = Preprocessing.from_meta(meta, module.input_dim)
     if preprocessing.n_features != module.input_dim:
         raise CheckpointError(
             f"{folder}: the data has {preprocessing.n_features} features but the model takes {module.input_dim}"
