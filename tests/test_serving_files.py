@@ -122,6 +122,15 @@ def test_invalid_rows_are_refused_with_their_row_number(tmp_path, model_dir, dig
         apply_to_file("score", model_dir, tmp_path / "rows.npy", tmp_path / "out.npy")
 
 
+def test_a_malformed_csv_line_is_a_data_error(tmp_path, model_dir, digits):
+    write_input(tmp_path, "csv", *digits)
+    with (tmp_path / "in.csv").open("a") as handle:
+        handle.write(",".join(["1"] * 80) + "\n")  # more fields than the header
+    with pytest.raises(DataError, match=r"in\.csv: cannot read past row 1500 \(Error tokenizing data"):
+        apply_to_file("encode", model_dir, tmp_path / "in.csv", tmp_path / "codes.csv", chunk_rows=500)
+    assert not (tmp_path / "codes.csv").exists()
+
+
 def test_skip_invalid_leaves_rows_out_and_lists_them(tmp_path, model_dir, digits, capsys):
     x = digits[0][:30].copy()
     x[[2, 17], 5] = np.nan

@@ -160,7 +160,8 @@ def _table_chunks(path: Path, pre: Preprocessing, rows: int, label_column: str |
     import pandas as pd
 
     label = label_column or pre.label_column or "label"
-    if path.suffix == ".csv":
+    is_csv = path.suffix.lower() == ".csv"
+    if is_csv:
         header = [str(c) for c in pd.read_csv(path, nrows=0).columns]
     else:
         import pyarrow.parquet as pq
@@ -177,19 +178,25 @@ def _table_chunks(path: Path, pre: Preprocessing, rows: int, label_column: str |
 
     def csv_chunks() -> Iterator[Chunk]:
         start = 0
-        with path.open("rb") as handle:
-            for frame in pd.read_csv(handle, chunksize=rows, low_memory=False):
-                yield split(frame, start, handle.tell())
-                start += len(frame)
+        try:
+            with path.open("rb") as handle:
+                for frame in pd.read_csv(handle, chunksize=rows, low_memory=False):
+                    yield split(frame, start, handle.tell())
+                    start += len(frame)
+        except (OSError, ValueError) as err:  # a malformed line further down the file
+            raise DataError(f"{path}: cannot read past row {start} ({err})") from None
 
     def parquet_chunks() -> Iterator[Chunk]:
         start = 0
-        for batch in parquet.iter_batches(batch_size=rows, columns=features + ([label] if has_label else [])):
-            frame = batch.to_pandas()
-            start, first = start + len(frame), start
-            yield split(frame, first, start)
+        try:
+            for batch in parquet.iter_batches(batch_size=rows, columns=features + ([label] if has_label else [])):
+                frame = batch.to_pandas()
+                start, first = start + len(frame), start
+                yield split(frame, first, start)
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: cannot read past row {start} ({err})") from None
 
-    if path.suffix == ".csv":
+    if is_csv:
         return InputFile(path, csv_chunks(), label if has_label else None, path.stat().st_size, "bytes", True)
     return InputFile(path, parquet_chunks(), label if has_label else None, parquet.metadata.num_rows)
 
