@@ -155,17 +155,21 @@ def test_api_matches_the_pipelines_reducer(digits_model, digits_x):
     assert clone(reducer).fit().module_.code_dim == 8
 
 
-def test_bundle_from_prepare_meta(tiny_params, digits_x):
-    """`write_bundle` takes `prepare`'s meta as it is; raw rows then give what the pipeline gives on scaled ones."""
-    from aelab.stages.prepare import prepare
+def test_raw_test_rows_give_the_codes_of_the_pipeline(tiny_params):
+    """A bundle written with `prepare`'s meta: raw rows of the test split encode as `reduce` encodes the prepared
+    (scaled) test split."""
+    from aelab.data.sources import load_source
+    from aelab.stages.prepare import prepare, split_dataset
+    from aelab.stages.reduce import encode_splits
 
     data = prepare(tiny_params.data, tiny_params.seed)
+    raw_test, labels = split_dataset(load_source(tiny_params.data), tiny_params.data, tiny_params.seed)["test"]
+    np.testing.assert_array_equal(labels, data.test.y)
     module = build_module(tiny_params, "undercomplete", data.n_features, data.image_shape)
     folder = Path("data/models/undercomplete")
     write_bundle(folder, module, data.meta)
-    scaled = Scaler.from_dict(data.meta["scaling"]).transform(digits_x)
-    expected = AutoencoderReducer.load(folder / "model.pt").transform(scaled)
-    np.testing.assert_allclose(aelab.load(folder).encode(digits_x), expected, atol=1e-5)
+    expected = encode_splits(AutoencoderReducer.load(folder / "model.pt"), data)["test_codes"]
+    np.testing.assert_allclose(aelab.load(folder).encode(raw_test), expected, atol=1e-5)
 
 
 def test_dataframe_columns_are_matched_by_name(tmp_path):

@@ -21,10 +21,10 @@ from aelab.data.scaling import Scaler
 from aelab.errors import CheckpointError
 from aelab.models import load_model, save_model
 from aelab.models.base import AutoencoderModule
+from aelab.paths import MODEL_FILE
 
 FORMAT_VERSION = 1
 BUNDLE_FILE = "bundle.json"
-MODEL_FILE = "model.pt"
 PREPROCESSING_FILE = "preprocessing.json"
 ONECLASS_FILE = "oneclass.json"
 SCORE_KINDS = ("mse", "standardized")
