@@ -3,7 +3,6 @@ label `status` whose value `benign` is normal), in a scratch folder; the one-cla
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -17,9 +16,6 @@ from sklearn.metrics import roc_auc_score
 
 from tests.conftest import REPO
 from tests.table_data import write_measurements
-
-HAS_SERVING = importlib.util.find_spec("aelab.serving") is not None
-needs_serving = pytest.mark.skipif(not HAS_SERVING, reason="aelab encode / score and model bundles (aelab.serving)")
 
 
 def readme_section() -> tuple[dict, list[str]]:
@@ -58,19 +54,6 @@ def test_readme_params_are_partial_and_the_commands_use_them():
     assert [c.split()[1] for c in commands] == ["prepare", "train", "encode", "oneclass", "score"]
 
 
-@pytest.mark.skipif(HAS_SERVING, reason="test_readme_section_end_to_end runs these commands and the rest")
-def test_readme_prepare_and_train_on_the_table(project):
-    _, commands = readme_section()
-    for command in commands:
-        if command.split()[1] in ("prepare", "train"):
-            _run(command, project)
-    meta = json.loads((project / "data/prepared/meta.json").read_text())
-    assert meta["label_names"] == ["benign", "faulty"] and len(meta["feature_names"]) == 30
-    assert meta["scaling"]["kind"] == "per_feature" and not meta["scaling"]["clip"]
-    assert (project / "data/models/undercomplete/model.pt").exists()
-
-
-@needs_serving
 def test_readme_section_end_to_end(project):
     _, commands = readme_section()
     for command in commands:
@@ -90,7 +73,6 @@ def test_readme_section_end_to_end(project):
 
 
 @pytest.mark.slow
-@needs_serving
 def test_dvc_repro_on_the_table(tmp_path):
     """`dvc repro` with the README's keys in params.yaml: the listed variants only, label values in the metrics."""
     from aelab.config import merge_over

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -223,34 +222,23 @@ def test_oneclass_refuses_what_it_cannot_train(table, tmp_path):
         oneclass.train_oneclass(table_params(table, oneclass={"normal": ["benign"]}), unlabelled)
 
 
-def test_oneclass_command_hands_the_bundle_its_threshold(table, monkeypatch):
-    """What `aelab oneclass` gives `write_bundle` (recorded here, so this runs without the serving package)."""
-    import types
-
+def test_oneclass_command_keeps_a_bundle_with_its_threshold(table):
     from aelab import cli
+    from aelab.serving.bundle import read_bundle
 
-    written = {}
-
-    def write_bundle(folder, module, meta, oneclass=None):
-        folder.mkdir(parents=True, exist_ok=True)
-        written.update(folder=folder, module=module, meta=meta, oneclass=oneclass)
-
-    monkeypatch.setitem(sys.modules, "aelab.serving.bundle", types.SimpleNamespace(write_bundle=write_bundle))
     params = table_params(table)
     prepare(params.data, params.seed, MLP)
     mine = {"data": {**TABLE, "path": "measurements.csv"}, **FAST, "oneclass": {"max_epochs": 5}}
     (table.parent / "mine.yaml").write_text(yaml.safe_dump(mine))
     cli.run(["oneclass", "--params", "mine.yaml", "--normal", "benign", "--set", "oneclass.false_positive_rate=0.1"])
-    metrics = json.loads((table.parent / "data/models/oneclass/metrics.json").read_text())
-    assert written["folder"] == Path("data/models/oneclass")
-    assert written["oneclass"] == {
-        "normal": ["benign"],
-        "threshold": metrics["threshold"],
-        "score": "mse",
-        "false_positive_rate": 0.1,
-    }
-    assert written["meta"]["feature_names"] == COLUMNS and written["meta"]["label_names"] == ["benign", "faulty"]
-    assert written["meta"]["scaling"]["kind"] == "per_feature" and written["module"].hidden_dims == [32, 4]
+    folder = table.parent / "data/models/oneclass"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    bundle = read_bundle(folder)
+    kept = {"normal": ["benign"], "threshold": metrics["threshold"], "score": "mse", "target_fpr": 0.1}
+    assert bundle.oneclass == kept
+    assert bundle.preprocessing.feature_names == COLUMNS and bundle.preprocessing.label_names == ["benign", "faulty"]
+    assert bundle.preprocessing.label_column == "status" and bundle.module.hidden_dims == [32, 4]
+    assert bundle.preprocessing.scaling["kind"] == "per_feature" and not bundle.preprocessing.scaling["clip"]
     assert metrics["normal"] == ["benign"] and 0 <= metrics["auroc"] <= 1
 
 

@@ -32,6 +32,7 @@ from aelab.evaluation.oneclass import per_sample_error, quiet_lightning
 from aelab.models import load_model, save_model
 from aelab.models.base import AutoencoderModule
 from aelab.paths import MODEL_FILE, ONECLASS_MODEL_CHECKPOINTS, ONECLASS_MODEL_DIR, PREPARED_DIR
+from aelab.serving.bundle import write_bundle
 from aelab.training.run import checkpoint_dir, fit_module
 
 SCORE = "mse"
@@ -141,13 +142,11 @@ def train_oneclass(params: Params, data: PreparedData, root: Path = ONECLASS_MOD
 
 def save_oneclass(params: Params, model: OneClassModel, data: PreparedData, folder: Path) -> None:
     """The bundle (weights, preprocessing, normal labels, threshold) and its metrics.json."""
-    from aelab.serving.bundle import write_bundle
-
     oneclass = {
         "normal": model.normal,
         "threshold": model.threshold,
         "score": SCORE,
-        "false_positive_rate": params.oneclass.false_positive_rate,
+        "target_fpr": params.oneclass.false_positive_rate,
     }
     write_bundle(folder, model.module, data.meta, oneclass=oneclass)
     (folder / "metrics.json").write_text(json.dumps(model.metrics, indent=2, sort_keys=True) + "\n")
