@@ -160,6 +160,8 @@ def main(params: Params, options: BenchOptions, suite: bool = False, modes: Sequ
 
     threads_set = threads.configure()
     console = Console()
+    if not console.is_terminal:  # a log file or a pipe: one line per figure, tables unwrapped
+        console = Console(width=160, soft_wrap=True)
     stderr = Console(stderr=True)
     omp = os.environ.get("OMP_NUM_THREADS")
     console.print(
