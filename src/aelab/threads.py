@@ -11,6 +11,7 @@ several times as long as on an idle machine. `configure(workers)` gives each pro
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from aelab.errors import ConfigError
@@ -72,9 +73,7 @@ def configure(workers: int | None = None) -> int:
     threads = threads_per_worker(workers_from_env() if workers is None else workers)
     torch.set_num_threads(threads)
     if torch.get_num_interop_threads() != threads:
-        try:
+        with contextlib.suppress(RuntimeError):  # parallel work has started in this process: the pool is fixed
             torch.set_num_interop_threads(threads)
-        except RuntimeError:  # parallel work has started in this process: the pool is fixed now
-            pass
     threadpool_limits(limits=threads)
     return threads
