@@ -96,19 +96,22 @@ class AutoencoderModule(L.LightningModule):
     def reconstructor(self) -> Reconstructor:
         return Reconstructor(self.encoder, self.decoder)
 
-    def reconstruction_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+    def reconstruction_loss(self, logits: Tensor, target: Tensor, recon: Tensor | None = None) -> Tensor:
+        """`recon` is `logits.sigmoid()` where the caller has it already (the mse loss then needs no second pass)."""
         if self.hparams.loss == "bce":
             return F.binary_cross_entropy_with_logits(logits, target)
-        return F.mse_loss(logits.sigmoid(), target)
+        return F.mse_loss(logits.sigmoid() if recon is None else recon, target)
 
     def _losses(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         corrupted, clean = batch
         code = self.encode(self.model_input(corrupted, clean))
         logits = self.decoder(code)
-        recon_loss = self.reconstruction_loss(logits, clean)
+        # One sigmoid per step: part of the graph for the mse loss; outside it for bce, where only metrics read it.
+        recon = logits.sigmoid() if self.hparams.loss == "mse" else logits.detach().sigmoid()
+        recon_loss = self.reconstruction_loss(logits, clean, recon)
         terms = self.penalties(code)
         loss = recon_loss + sum(terms.values()) if terms else recon_loss
-        return loss, logits.sigmoid(), code, {"recon": recon_loss, **terms}
+        return loss, recon, code, {"recon": recon_loss, **terms}
 
     # ---- Lightning ----------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
