@@ -183,7 +183,7 @@ class BareLoop:
     """The hand-written loop: resident data, a permutation per epoch, index batches, the same loss and optimiser."""
 
     def __init__(self, params: Params, data: PreparedData, module: AutoencoderModule, device: torch.device) -> None:
-        from aelab.stages.train import build_datamodule
+        from aelab.training.run import build_datamodule
 
         self.corruption = build_datamodule(params, module.variant, data).corruption
         self.precision, self.device = params.train.precision, device
@@ -234,7 +234,8 @@ class _StepTimer(L.Callback):
 def run_lightning(
     params: Params, variant: str, data: PreparedData, module: AutoencoderModule, options: BenchOptions
 ) -> PathResult:
-    from aelab.stages.train import build_datamodule, build_trainer
+    from aelab.training.run import build_datamodule
+    from aelab.training.trainer import build_trainer
 
     dm = build_datamodule(params, variant, data)
     timer = _StepTimer(options.warmup, options.steps, torch.device("cpu"))
@@ -332,7 +333,7 @@ def run_bench(
         device=str(device),
         precision=t.precision,
         batch_size=t.batch_size,
-        hidden_dims=list(params.variant(options.variant).hidden_dims),
+        hidden_dims=list(getattr(params.variant(options.variant), "hidden_dims", None) or [initial.code_dim]),
         n_features=data.n_features,
         step_flops=flops,
         machine_flops=machine_matmul_flops(device),

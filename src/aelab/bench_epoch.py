@@ -62,7 +62,8 @@ def _bench_logger(params: Params) -> Any:
 def run_lightning_epoch(
     params: Params, variant: str, data: PreparedData, module: AutoencoderModule, device: torch.device
 ) -> PathResult:
-    from aelab.stages.train import build_datamodule, build_trainer
+    from aelab.training.run import build_datamodule
+    from aelab.training.trainer import build_trainer
 
     dm = build_datamodule(params, variant, data)
     timer = _EpochTimer(device)
