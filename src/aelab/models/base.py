@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric, MeanSquaredError
 
 from aelab.errors import TrainingError
 from aelab.models.components import Reconstructor, mlp_stack
+from aelab.models.schedule import build_schedule
 
 
 class AutoencoderModule(L.LightningModule):
@@ -42,6 +43,8 @@ class AutoencoderModule(L.LightningModule):
         optimizer: str = "adam",
         seed: int = 0,
         check_finite_every_n_steps: int = 50,
+        lr_schedule: str = "none",
+        warmup_epochs: int = 0,
         **variant_options: Any,
     ) -> None:
         super().__init__()
@@ -194,8 +197,13 @@ class AutoencoderModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.hparams, self.parameters())
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        """The optimiser, with the per-epoch learning-rate schedule over the trainer's epochs where one is set."""
+        optimizer = build_optimizer(self.hparams, self.parameters())
+        hp = self.hparams
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        schedule = build_schedule(optimizer, hp.lr_schedule, hp.warmup_epochs, max_epochs or 1)
+        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
 def reconstruction_loss(kind: str, logits: Tensor, target: Tensor, recon: Tensor | None = None) -> Tensor:
