@@ -127,3 +127,18 @@ def test_step_metrics_are_written_in_batches_with_their_steps(tmp_path: Path) ->
     assert [m.step for m in client.get_metric_history(logger.run_id, "train/loss_step")] == [49, 99, 149]
     logger.log_metrics({"scratch/test/loss": 0.1})  # no step: logged by hand, written at once
     assert [m.value for m in client.get_metric_history(logger.run_id, "scratch/test/loss")] == [0.1]
+
+
+def test_epoch_mode_and_profile_from_the_command_line(
+    capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aelab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AELAB_PROJECT_ROOT", str(tmp_path))
+    args = ["bench", "--params", str(REPO / "params.yaml"), "--epoch", "--profile", "--hidden-dims", "16,4", *TINY]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "64-16-4 undercomplete autoencoder, batch 64, cpu, precision 32, one epoch with validation" in out
+    assert "s/epoch" in out and "final val loss" in out and "median of 2 interleaved pairs" in out
+    assert "cProfile of 3 Lightning steps" in out and "run_backward" in out  # the backward pass is always there

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -213,7 +214,7 @@ class BareLoop:
 
 
 # ---- steps mode -----------------------------------------------------------------------------------------------
-class _StepTimer(L.Callback):
+class StepTimer(L.Callback):
     """Starts the clock after the last warm-up step and stops it after the last timed step."""
 
     def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
@@ -232,13 +233,19 @@ class _StepTimer(L.Callback):
 
 
 def run_lightning(
-    params: Params, variant: str, data: PreparedData, module: AutoencoderModule, options: BenchOptions
+    params: Params,
+    variant: str,
+    data: PreparedData,
+    module: AutoencoderModule,
+    options: BenchOptions,
+    timer: StepTimer | None = None,
 ) -> PathResult:
+    """`timer`: a `StepTimer` subclass that does more at the same points (the profile of `--profile`)."""
     from aelab.training.run import build_datamodule
     from aelab.training.trainer import build_trainer
 
     dm = build_datamodule(params, variant, data)
-    timer = _StepTimer(options.warmup, options.steps, torch.device("cpu"))
+    timer = timer or StepTimer(options.warmup, options.steps, torch.device("cpu"))
     trainer = build_trainer(
         params,
         None,
@@ -310,6 +317,9 @@ def run_bench(
     if options.steps < 1 or options.warmup < 1 or options.repeats < 1:
         raise ConfigError("bench: --steps, --warmup and --repeats must be at least 1")
     L.seed_everything(params.seed, verbose=False)
+    # What `build_trainer(deterministic=True)` selects, set before the first (bare) run so that both paths use it.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
     data = data if data is not None else bench_data(options, params.seed)
     initial = build_module(params, options.variant, data.n_features, data.image_shape)
     device = bench_device(params)
@@ -343,8 +353,14 @@ def run_bench(
     )
 
 
-def main(params: Params, options: BenchOptions, suite: bool = False, modes: tuple[str, ...] | None = None) -> None:
+def main(
+    params: Params,
+    options: BenchOptions,
+    suite: bool = False,
+    modes: tuple[str, ...] | None = None,
+    profile: bool = False,
+) -> None:
     """`aelab bench` (printing lives in `aelab.bench_report`)."""
     from aelab import bench_report
 
-    bench_report.main(params, options, suite, modes)
+    bench_report.main(params, options, suite, modes, profile)

@@ -154,8 +154,15 @@ def run_suite(
     return results
 
 
-def main(params: Params, options: BenchOptions, suite: bool = False, modes: Sequence[str] | None = None) -> None:
-    """`aelab bench`: one layout (the params file's), or with `suite` the four layouts, then the summary."""
+def main(
+    params: Params,
+    options: BenchOptions,
+    suite: bool = False,
+    modes: Sequence[str] | None = None,
+    profile: bool = False,
+) -> None:
+    """`aelab bench`: one layout (the params file's), or with `suite` the four layouts, then the summary;
+    `profile`: then a cProfile of the Lightning steps (with `suite`, of the small 784-256-32 layout)."""
     from aelab import threads
 
     threads_set = threads.configure()
@@ -178,3 +185,8 @@ def main(params: Params, options: BenchOptions, suite: bool = False, modes: Sequ
     results = run_suite(params, options, modes, layouts, progress=progress, console=console)
     if suite:
         summary(results, console)
+    if profile:
+        from aelab.bench_profile import profile_lightning
+
+        profiled = SUITE[2].apply(params, options.variant) if suite else params
+        profile_lightning(profiled, BenchOptions(**{**options.__dict__, "epoch": False}), console)

@@ -75,6 +75,9 @@ def _add_bench(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         "--suite", action="store_true", help="784-1000-500-250-30 at batch 128 and 256, 784-256-32 at 256, the default"
     )
     bench.add_argument("--all", action="store_true", help="the suite in both modes (steps and whole epochs)")
+    bench.add_argument(
+        "--profile", action="store_true", help="then cProfile the Lightning steps (with --suite: of 784-256-32)"
+    )
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -92,7 +95,8 @@ def _bench(args: argparse.Namespace) -> None:
     names = ("variant", "steps", "warmup", "repeats", "data", "data_path", "samples", "features")
     options = bench.BenchOptions(**{k: getattr(args, k) for k in names if getattr(args, k) is not None})
     modes = ("steps", "epoch") if args.all else ("epoch",) if args.epoch else ("steps",)
-    bench.main(load_params(args.params, overrides), options, suite=args.suite or args.all, modes=modes)
+    suite = args.suite or args.all
+    bench.main(load_params(args.params, overrides), options, suite=suite, modes=modes, profile=args.profile)
 
 
 def run(argv: list[str] | None = None) -> None:
