@@ -1,32 +1,44 @@
 """`aelab bench`: the Lightning training path against a hand-written PyTorch loop, in one process.
 
-Both paths train the configured variant (same initial weights, data, batch size, optimiser, precision, device)
-for the same number of steps after the same number of warm-up steps; only the timed steps count. The Lightning
-path is the real one (`build_datamodule`, the variant's LightningModule, `build_trainer`), without validation,
-checkpoints or a logger, so what is measured is the per-step cost of the framework and of the module's metrics.
-The paths alternate `repeats` times and the fastest of each is kept (the least disturbed by other processes).
-On CPU the matmul FLOPs of one training step (counted with `torch.utils.flop_counter`) are compared with the
-machine's sgemm throughput measured in the same run.
+Both paths train the configured variant (same initial weights, data, batch size, optimiser, precision, device).
+Two modes:
+- steps (default): a number of timed training steps after untimed warm-up steps. The Lightning path is the real
+  one (`build_datamodule`, the variant's LightningModule, `build_trainer`) without validation, checkpoints or a
+  logger, so what is measured is the per-step cost of the framework and of the module's metrics.
+- epoch (`--epoch`): one whole epoch after an untimed warm-up epoch, with validation, checkpoints and an MLflow
+  logger as the pipeline configures them, against a bare loop doing the same work (training epoch, validation
+  pass, `torch.save` of the weights and optimiser state). See `aelab.bench_epoch`.
+Timings drift on a busy machine, so the paths alternate (bare, lightning, bare, lightning, ...) `repeats` times
+and the ratio is the median of the ratios of adjacent pairs; the range of those pair ratios is its spread.
+The matmul FLOPs of one training step (counted with `torch.utils.flop_counter`) are compared with the sgemm
+throughput measured in the same run, on a square 1024 x 1024 product and on the step's own matmul shapes.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import threading
+import os
+import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from rich.console import Console
-from rich.table import Table
+from torch import Tensor
 
+from aelab.bench_measure import (
+    autocast,
+    machine_matmul_flops,
+    peak_memory,
+    shapes_matmul_flops,
+    step_flops,
+    synchronize,
+)
 from aelab.config import DataConfig, Params
 from aelab.data.prepared import PreparedData, Split
 from aelab.errors import ConfigError
@@ -43,11 +55,12 @@ class BenchOptions:
     variant: str = "undercomplete"
     steps: int = 300
     warmup: int = 30
-    repeats: int = 3
+    repeats: int = 5
     data: str = "synthetic"
     data_path: str | None = None
     samples: int = 60_000
     features: int = 784
+    epoch: bool = False
 
 
 @dataclass
@@ -57,6 +70,7 @@ class PathResult:
     samples: int
     peak_memory: int
     final_loss: float
+    steps: int = 0
 
     @property
     def samples_per_s(self) -> float:
@@ -65,8 +79,10 @@ class PathResult:
 
 @dataclass
 class BenchResult:
-    lightning: PathResult
-    bare: PathResult
+    """Every interleaved run of both paths (`lightning_runs[i]` ran right after `bare_runs[i]`)."""
+
+    lightning_runs: list[PathResult]
+    bare_runs: list[PathResult]
     device: str
     precision: str
     batch_size: int
@@ -75,31 +91,79 @@ class BenchResult:
     step_flops: int
     machine_flops: float | None
     variant: str = "undercomplete"
+    mode: str = "steps"
+    shapes_flops: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def pair_ratios(self) -> list[float]:
+        """Time per sample of Lightning over bare, per adjacent pair (drift between pairs cancels out)."""
+        return [
+            (lit.seconds / lit.samples) / (bare.seconds / bare.samples)
+            for lit, bare in zip(self.lightning_runs, self.bare_runs, strict=True)
+        ]
 
     @property
     def ratio(self) -> float:
-        """Time per sample of the Lightning path over that of the bare loop (1.0 = no overhead)."""
-        return self.bare.samples_per_s / self.lightning.samples_per_s
+        """The median pair ratio (1.0 = no overhead)."""
+        return float(statistics.median(self.pair_ratios))
+
+    @property
+    def fastest_ratio(self) -> float:
+        """The ratio of each path's fastest run (the least disturbed), as a cross-check of `ratio`."""
+        return (_fastest(self.lightning_runs).seconds / self.lightning_runs[0].samples) / (
+            _fastest(self.bare_runs).seconds / self.bare_runs[0].samples
+        )
+
+    @property
+    def lightning(self) -> PathResult:
+        return _median_run(self.lightning_runs)
+
+    @property
+    def bare(self) -> PathResult:
+        return _median_run(self.bare_runs)
+
+    def step_rate(self, path: PathResult) -> float:
+        """Matmul FLOP/s of the training steps of `path` (in epoch mode: over the whole epoch)."""
+        return self.step_flops * path.steps / path.seconds
 
     def utilisation(self, path: PathResult) -> float | None:
-        if not self.machine_flops:
-            return None
-        steps = path.samples / self.batch_size
-        return self.step_flops * steps / path.seconds / self.machine_flops
+        return self.step_rate(path) / self.machine_flops if self.machine_flops else None
+
+
+def spread(values: list[float]) -> float:
+    """(max - min) / median: 0.03 means the runs lie within 3 % of each other."""
+    middle = statistics.median(values)
+    return (max(values) - min(values)) / middle if middle else float("nan")
+
+
+def _fastest(runs: list[PathResult]) -> PathResult:
+    return min(runs, key=lambda run: run.seconds)
+
+
+def _median_run(runs: list[PathResult]) -> PathResult:
+    return sorted(runs, key=lambda run: run.seconds)[(len(runs) - 1) // 2]
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
 def bench_data(options: BenchOptions, seed: int) -> PreparedData:
-    """The rows to train on: MNIST-sized random data, a real dataset scaled to [0, 1], or `data/prepared`."""
+    """The rows to train on: MNIST-sized random data, a real dataset scaled to [0, 1], or `data/prepared`.
+
+    Synthetic and raw datasets get a validation split of one tenth of the training rows' count (drawn apart
+    from them for synthetic data, the last tenth otherwise), as the published MNIST protocol holds out.
+    """
     if options.data not in DATA_KINDS:
         raise ConfigError(f"bench --data: {options.data!r} is not one of {', '.join(DATA_KINDS)}")
     if options.data == "prepared":
         from aelab.data.prepared import load_prepared
 
         return load_prepared(Path(options.data_path) if options.data_path else PREPARED_DIR)
+    if options.samples < 2 or options.features < 2:
+        raise ConfigError("bench: --samples and --features must be at least 2")
     if options.data == "synthetic":
         rng = np.random.default_rng(seed)
-        x = rng.random((options.samples, options.features), dtype=np.float32)
+        x = rng.random((options.samples + max(1, options.samples // 10), options.features), dtype=np.float32)
+        train, val = x[: options.samples], x[options.samples :]
         side = math.isqrt(options.features)  # square random "images", so the conv variants can be benched too
         image_shape = [1, side, side] if side * side == options.features else None
     else:
@@ -108,80 +172,49 @@ def bench_data(options: BenchOptions, seed: int) -> PreparedData:
         raw = load_source(DataConfig(source=options.data, path=options.data_path))
         x = raw.x.astype(np.float32)
         x = (x - x.min()) / max(float(x.max() - x.min()), 1e-12)
+        n_val = max(1, len(x) // 10)
+        train, val = x[:-n_val], x[-n_val:]
         image_shape = list(raw.image_shape) if raw.image_shape else None
-    small = Split(x[:1024], None)
     meta = {"source": options.data, "image_shape": image_shape}
-    return PreparedData(train=Split(x, None), val=small, test=small, meta=meta)
+    return PreparedData(train=Split(train, None), val=Split(val, None), test=Split(val, None), meta=meta)
 
 
-# ---- measuring helpers ----------------------------------------------------------------------------------------
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+# ---- the bare loop --------------------------------------------------------------------------------------------
+class BareLoop:
+    """The hand-written loop: resident data, a permutation per epoch, index batches, the same loss and optimiser."""
+
+    def __init__(self, params: Params, data: PreparedData, module: AutoencoderModule, device: torch.device) -> None:
+        from aelab.training.run import build_datamodule
+
+        self.corruption = build_datamodule(params, module.variant, data).corruption
+        self.precision, self.device = params.train.precision, device
+        self.module = module.to(device).train()
+        optimizer = module.configure_optimizers()
+        self.optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "16-mixed")
+        self.x = torch.from_numpy(np.ascontiguousarray(data.train.x)).to(device)
+        self.batch_size = params.train.batch_size
+        self.generator = torch.Generator(device=device).manual_seed(params.seed)
+        self.losses = torch.compile(module._losses) if params.train.compile else module._losses
+
+    def step(self, x: Tensor) -> Tensor:
+        corrupted = self.corruption(x, self.generator) if self.corruption is not None else x
+        with autocast(self.device, self.precision):
+            loss = self.losses((corrupted, x))[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss
+
+    def epoch_batches(self) -> Iterator[Tensor]:
+        order = torch.randperm(len(self.x), device=self.device, generator=self.generator)
+        for start in range(0, len(self.x), self.batch_size):
+            yield self.x[order[start : start + self.batch_size]]
 
 
-class _PeakRss:
-    """Samples the process's resident memory every 5 ms (CPU peak memory; CUDA uses the allocator's counter)."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._process = psutil.Process()
-        self.peak = self._process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self._process.memory_info().rss)
-
-    def __enter__(self) -> _PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
-
-
-@contextmanager
-def _peak_memory(device: torch.device) -> Iterator[dict[str, int]]:
-    out = {"peak": 0}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        yield out
-        out["peak"] = torch.cuda.max_memory_allocated(device)
-    else:
-        with _PeakRss() as sampler:
-            yield out
-        out["peak"] = sampler.peak
-
-
-def machine_matmul_flops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of a large float32 matmul on `device`: the best of `repeats` (the machine's practical peak)."""
-    a = torch.rand(n, n, device=device)
-    b = torch.rand(n, n, device=device)
-    best = float("inf")
-    for _ in range(repeats + 1):
-        _synchronize(device)
-        start = time.perf_counter()
-        torch.mm(a, b)
-        _synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16-mixed":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "16-mixed":
-        return torch.autocast(device.type, dtype=torch.float16)
-    return nullcontext()
-
-
-# ---- the two paths --------------------------------------------------------------------------------------------
-class _StepTimer(L.Callback):
+# ---- steps mode -----------------------------------------------------------------------------------------------
+class StepTimer(L.Callback):
     """Starts the clock after the last warm-up step and stops it after the last timed step."""
 
     def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
@@ -191,22 +224,28 @@ class _StepTimer(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch, idx) -> None:
         if trainer.global_step == self.warmup:
-            _synchronize(self.device)
+            synchronize(self.device)
             self.start = time.perf_counter()
         elif trainer.global_step == self.warmup + self.steps:
-            _synchronize(self.device)
+            synchronize(self.device)
             self.stop = time.perf_counter()
             self.loss = float(outputs["loss"]) if isinstance(outputs, dict) and "loss" in outputs else float("nan")
 
 
 def run_lightning(
-    params: Params, variant: str, data: PreparedData, module: AutoencoderModule, options: BenchOptions
+    params: Params,
+    variant: str,
+    data: PreparedData,
+    module: AutoencoderModule,
+    options: BenchOptions,
+    timer: StepTimer | None = None,
 ) -> PathResult:
+    """`timer`: a `StepTimer` subclass that does more at the same points (the profile of `--profile`)."""
     from aelab.training.run import build_datamodule
     from aelab.training.trainer import build_trainer
 
     dm = build_datamodule(params, variant, data)
-    timer = _StepTimer(options.warmup, options.steps, torch.device("cpu"))
+    timer = timer or StepTimer(options.warmup, options.steps, torch.device("cpu"))
     trainer = build_trainer(
         params,
         None,
@@ -223,139 +262,105 @@ def run_lightning(
     )
     timer.device = trainer.strategy.root_device
     fit_module = torch.compile(module) if params.train.compile else module
-    with _peak_memory(trainer.strategy.root_device) as memory:
+    with peak_memory(trainer.strategy.root_device) as memory:
         trainer.fit(fit_module, dm)
-    return PathResult(
-        "lightning", timer.stop - timer.start, options.steps * params.train.batch_size, memory["peak"], timer.loss
-    )
+    samples = options.steps * params.train.batch_size
+    return PathResult("lightning", timer.stop - timer.start, samples, memory["peak"], timer.loss, options.steps)
 
 
 def run_bare(
     params: Params, data: PreparedData, module: AutoencoderModule, device: torch.device, options: BenchOptions
 ) -> PathResult:
-    """The hand-written loop: resident data, a permutation per epoch, index batches, the same loss and optimiser."""
-    from aelab.training.run import build_datamodule
-
-    corruption = build_datamodule(params, module.variant, data).corruption
-    precision = params.train.precision
-    module = module.to(device).train()
-    optimizer = module.configure_optimizers()
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
-    x_all = torch.from_numpy(np.ascontiguousarray(data.train.x)).to(device)
-    batch, n = params.train.batch_size, len(x_all)
-    per_epoch = n // batch
-    generator = torch.Generator(device=device).manual_seed(params.seed)
-    step_fn = torch.compile(module._losses) if params.train.compile else module._losses
-
-    def step(x: torch.Tensor) -> torch.Tensor:
-        corrupted = corruption(x, generator) if corruption is not None else x
-        with _autocast(device, precision):
-            loss = step_fn((corrupted, x))[0]
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return loss
-
+    loop = BareLoop(params, data, module, device)
     total = options.warmup + options.steps
     start = 0.0
     loss = torch.zeros(())
-    with _peak_memory(device) as memory:
+    with peak_memory(device) as memory:
         done = 0
         while done < total:
-            order = torch.randperm(n, device=device, generator=generator)
-            for i in range(min(per_epoch + (n % batch > 0), total - done)):
-                loss = step(x_all[order[i * batch : (i + 1) * batch]])
+            for x in loop.epoch_batches():
+                loss = loop.step(x)
                 done += 1
                 if done == options.warmup:
-                    _synchronize(device)
+                    synchronize(device)
                     start = time.perf_counter()
-        _synchronize(device)
+                if done == total:
+                    break
+        synchronize(device)
         stop = time.perf_counter()
-    return PathResult("bare", stop - start, options.steps * batch, memory["peak"], float(loss.detach()))
+    samples = options.steps * loop.batch_size
+    return PathResult("bare", stop - start, samples, memory["peak"], float(loss.detach()), options.steps)
 
 
-def step_flops(module: AutoencoderModule, batch: torch.Tensor) -> int:
-    """Matmul FLOPs of one training step (forward and backward), counted by PyTorch's FLOP counter."""
-    from torch.utils.flop_counter import FlopCounterMode
+# ---- both paths, interleaved ----------------------------------------------------------------------------------
+def bench_device(params: Params) -> torch.device:
+    t = params.train
+    accelerator = t.accelerator if t.accelerator != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if accelerator in ("cuda", "gpu") else accelerator)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.accelerator: cuda requested but no CUDA device is available")
+    return device
 
-    probe = copy.deepcopy(module).cpu().train()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        probe._losses((batch, batch))[0].backward()
-    return int(counter.get_total_flops())
 
+def run_bench(
+    params: Params,
+    options: BenchOptions,
+    progress: Callable[[str], None] = lambda _: None,
+    data: PreparedData | None = None,
+) -> BenchResult:
+    """Both paths `options.repeats` times, alternating; `data` (from `bench_data`) may be shared between calls."""
+    from aelab.bench_epoch import run_bare_epoch, run_lightning_epoch
 
-def run_bench(params: Params, options: BenchOptions, progress: Callable[[str], None] = lambda _: None) -> BenchResult:
     t = params.train
     if t.precision not in PRECISIONS:
         raise ConfigError(f"train.precision: bench supports {', '.join(PRECISIONS)} (got {t.precision!r})")
     if options.steps < 1 or options.warmup < 1 or options.repeats < 1:
         raise ConfigError("bench: --steps, --warmup and --repeats must be at least 1")
     L.seed_everything(params.seed, verbose=False)
-    data = bench_data(options, params.seed)
+    # What `build_trainer(deterministic=True)` selects, set before the first (bare) run so that both paths use it.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    data = data if data is not None else bench_data(options, params.seed)
     initial = build_module(params, options.variant, data.n_features, data.image_shape)
-    accelerator = t.accelerator if t.accelerator != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device("cuda" if accelerator in ("cuda", "gpu") else accelerator)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.accelerator: cuda requested but no CUDA device is available")
-    best: dict[str, PathResult] = {}
+    device = bench_device(params)
+    runs: dict[str, list[PathResult]] = {"bare": [], "lightning": []}
     for repeat in range(options.repeats):
         for name in ("bare", "lightning"):
             progress(f"repeat {repeat + 1}/{options.repeats}: {name}")
             module = copy.deepcopy(initial)
-            if name == "bare":
+            if options.epoch:
+                run = run_bare_epoch if name == "bare" else run_lightning_epoch
+                result = run(params, options.variant, data, module, device)
+            elif name == "bare":
                 result = run_bare(params, data, module, device, options)
             else:
                 result = run_lightning(params, options.variant, data, module, options)
-            if name not in best or result.seconds < best[name].seconds:
-                best[name] = result
+            runs[name].append(result)
     flops = step_flops(initial, torch.from_numpy(data.train.x[: t.batch_size]))
-    machine = machine_matmul_flops(device) if device.type == "cpu" else None
     return BenchResult(
-        lightning=best["lightning"],
-        bare=best["bare"],
+        lightning_runs=runs["lightning"],
+        bare_runs=runs["bare"],
         device=str(device),
         precision=t.precision,
         batch_size=t.batch_size,
-        hidden_dims=list(params.variant(options.variant).hidden_dims),
+        hidden_dims=list(getattr(params.variant(options.variant), "hidden_dims", None) or [initial.code_dim]),
         n_features=data.n_features,
         step_flops=flops,
-        machine_flops=machine,
+        machine_flops=machine_matmul_flops(device),
         variant=options.variant,
+        mode="epoch" if options.epoch else "steps",
+        shapes_flops=shapes_matmul_flops(initial, t.batch_size, device),
     )
 
 
-def report(result: BenchResult, console: Console) -> None:
-    dims = "-".join(str(d) for d in [result.n_features, *result.hidden_dims])
-    table = Table(
-        title=f"aelab bench: {dims} {result.variant} autoencoder, batch {result.batch_size}, {result.device}, "
-        f"precision {result.precision}"
-    )
-    for column in ("path", "samples/s", "ms/step", "peak memory (MiB)", "final loss", "matmul utilisation"):
-        table.add_column(column, justify="right" if column != "path" else "left")
-    memory_kind = "CUDA max allocated" if result.device.startswith("cuda") else "process RSS"
-    for path in (result.bare, result.lightning):
-        steps = path.samples / result.batch_size
-        util = result.utilisation(path)
-        table.add_row(
-            path.name,
-            f"{path.samples_per_s:,.0f}",
-            f"{1000 * path.seconds / steps:.3f}",
-            f"{path.peak_memory / 2**20:,.1f}",
-            f"{path.final_loss:.5f}",
-            f"{100 * util:.1f}%" if util is not None else "n/a",
-        )
-    console.print(table)
-    console.print(f"step FLOPs (matmul, forward+backward): {result.step_flops:,}")
-    if result.machine_flops:
-        console.print(f"machine sgemm throughput (2048x2048, best of 5): {result.machine_flops / 1e9:,.1f} GFLOP/s")
-    console.print(f"peak memory: {memory_kind}")
-    console.print(f"time per sample, lightning / bare: {result.ratio:.3f}")
+def main(
+    params: Params,
+    options: BenchOptions,
+    suite: bool = False,
+    modes: tuple[str, ...] | None = None,
+    profile: bool = False,
+) -> None:
+    """`aelab bench` (printing lives in `aelab.bench_report`)."""
+    from aelab import bench_report
 
-
-def main(params: Params, options: BenchOptions) -> BenchResult:
-    console = Console()
-    result = run_bench(params, options, progress=lambda msg: Console(stderr=True).print(f"[dim]{msg}[/dim]"))
-    report(result, console)
-    return result
+    bench_report.main(params, options, suite, modes, profile)

@@ -63,11 +63,23 @@ def _add_bench(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     bench.add_argument("--precision", choices=BENCH_PRECISIONS, help="sets train.precision")
     bench.add_argument("--steps", type=int, help="timed steps per path (default 300)")
     bench.add_argument("--warmup", type=int, help="untimed steps before them (default 30)")
-    bench.add_argument("--repeats", type=int, help="alternating runs; the fastest of each path counts (default 3)")
+    bench.add_argument(
+        "--repeats", type=int, help="interleaved runs of each path; the ratio is the median pair's (default 5)"
+    )
     bench.add_argument("--data", choices=BENCH_DATA, help="default synthetic: random rows, MNIST-sized")
     bench.add_argument("--data-path", help="IDX folder (mnist, fashion-mnist) or prepared folder")
     bench.add_argument("--samples", type=int, help="synthetic rows (default 60000)")
     bench.add_argument("--features", type=int, help="synthetic columns (default 784)")
+    bench.add_argument(
+        "--epoch", action="store_true", help="time one whole epoch with validation, checkpoints and logging"
+    )
+    bench.add_argument(
+        "--suite", action="store_true", help="784-1000-500-250-30 at batch 128 and 256, 784-256-32 at 256, the default"
+    )
+    bench.add_argument("--all", action="store_true", help="the suite in both modes (steps and whole epochs)")
+    bench.add_argument(
+        "--profile", action="store_true", help="then cProfile the Lightning steps (with --suite: of 784-256-32)"
+    )
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -84,7 +96,9 @@ def _bench(args: argparse.Namespace) -> None:
         overrides.append(f"train.precision='{args.precision}'")
     names = ("variant", "steps", "warmup", "repeats", "data", "data_path", "samples", "features")
     options = bench.BenchOptions(**{k: getattr(args, k) for k in names if getattr(args, k) is not None})
-    bench.main(load_params(args.params, overrides), options)
+    modes = ("steps", "epoch") if args.all else ("epoch",) if args.epoch else ("steps",)
+    suite = args.suite or args.all
+    bench.main(load_params(args.params, overrides), options, suite=suite, modes=modes, profile=args.profile)
 
 
 def _add_oneclass(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

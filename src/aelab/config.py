@@ -243,6 +243,10 @@ class TrainConfig(Section):
     lr: Annotated[float, Field(gt=0.0)] = 2.0e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr_schedule: Literal["none", "cosine"] = "none"
+    """Per-epoch learning rate: `cosine` falls from `lr` towards zero over the epochs after the warm-up."""
+    warmup_epochs: Annotated[int, Field(ge=0)] = 0
+    """Epochs over which the learning rate first rises linearly to `lr` (0: start at `lr`)."""
     early_stopping_patience: PositiveInt | None = None
     accelerator: str = "auto"
     devices: PositiveInt | Literal["auto"] = 1

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import MLFlowLogger
 
 from aelab.config import TrackingConfig
@@ -71,8 +74,20 @@ def uninterruptible() -> Iterator[None]:
 class UninterruptibleMLFlowLogger(MLFlowLogger):
     """Each write to the store completes before Ctrl-C is delivered (see `uninterruptible`).
 
+    Step-level metrics (Lightning logs them every `log_every_n_steps` steps; their keys end in `_step`) are
+    collected and written in one batch with the next epoch-level metrics, at a checkpoint, at the end of the fit
+    or test, or `flush_seconds` after the last write: one SQLite transaction costs milliseconds, and a small
+    model's epoch would otherwise pay for dozens of them. Keys, values, steps and timestamps are those of the
+    calls. At most the step metrics of an unfinished epoch are lost to a SIGKILL; resuming repeats that epoch.
     Defined at module level: `ddp_spawn` pickles the trainer and its loggers into the worker processes.
     """
+
+    flush_seconds = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[Any] = []
+        self._last_write = time.monotonic()
 
     @property
     def experiment(self) -> Any:
@@ -83,15 +98,41 @@ class UninterruptibleMLFlowLogger(MLFlowLogger):
         with uninterruptible():
             super().log_hyperparams(params)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        timestamp_ms = int(time.time() * 1000)
+        for key, value in metrics.items():
+            if isinstance(value, str):
+                continue  # Lightning's logger discards string values too
+            key = f"{self._prefix}{self.LOGGER_JOIN_CHAR}{key}" if self._prefix else key
+            key = re.sub("[^a-zA-Z0-9_/. -]+", "", key)
+            self._pending.append(Metric(key=key, value=float(value), timestamp=timestamp_ms, step=step or 0))
+        step_level = step is not None and all(key.endswith("_step") for key in metrics if key != "epoch")
+        if not step_level or time.monotonic() - self._last_write >= self.flush_seconds:
+            self.flush()
+
+    @rank_zero_only
+    def flush(self) -> None:
+        """Write the collected metrics (in chunks of MLflow's limit of 1,000 per batch)."""
+        pending, self._pending = self._pending, []
         with uninterruptible():
-            super().log_metrics(metrics, step)
+            for start in range(0, len(pending), 1000):
+                self.experiment.log_batch(
+                    run_id=self.run_id, metrics=pending[start : start + 1000], **self._log_batch_kwargs
+                )
+        self._last_write = time.monotonic()
 
     def finalize(self, status: str = "success") -> None:
+        if self._pending:
+            self.flush()
         with uninterruptible():
             super().finalize(status)
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        if self._pending:
+            self.flush()
         with uninterruptible():
             super().after_save_checkpoint(checkpoint_callback)
 

@@ -4,6 +4,9 @@ Each configured corruption is applied once to the clean test split with a seeded
 sees the same corrupted samples. PSNR (per image, averaged) and SSIM come from torchmetrics, on images of
 the dataset's `image_shape`; data that are not images get PSNR only. PSNR is that of the mean squared error
 over all test pixels (per-image PSNR is infinite for an image a corruption happened to leave unchanged).
+Every denoiser's output is clipped to the pixel range [0, 1] before it is scored: a denoised image is an image
+(this changes nothing for the autoencoders' sigmoid outputs; for PCA it is part of the denoiser). The
+reconstruction errors of `reduction` are unclipped instead, as published.
 """
 
 from __future__ import annotations

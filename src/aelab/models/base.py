@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric, MeanSquaredError
 
 from aelab.errors import TrainingError
 from aelab.models.components import Reconstructor, mlp_stack
+from aelab.models.schedule import build_schedule
 
 
 class AutoencoderModule(L.LightningModule):
@@ -42,6 +43,8 @@ class AutoencoderModule(L.LightningModule):
         optimizer: str = "adam",
         seed: int = 0,
         check_finite_every_n_steps: int = 50,
+        lr_schedule: str = "none",
+        warmup_epochs: int = 0,
         **variant_options: Any,
     ) -> None:
         super().__init__()
@@ -95,17 +98,20 @@ class AutoencoderModule(L.LightningModule):
     def reconstructor(self) -> Reconstructor:
         return Reconstructor(self.encoder, self.decoder)
 
-    def reconstruction_loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        return reconstruction_loss(self.hparams.loss, logits, target)
+    def reconstruction_loss(self, logits: Tensor, target: Tensor, recon: Tensor | None = None) -> Tensor:
+        """`recon` is `logits.sigmoid()` where the caller has it already (the mse loss then needs no second pass)."""
+        return reconstruction_loss(self.hparams.loss, logits, target, recon)
 
     def _losses(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         corrupted, clean = batch
         code = self.encode(self.model_input(corrupted, clean))
         logits = self.decoder(code)
-        recon_loss = self.reconstruction_loss(logits, clean)
+        # One sigmoid per step: part of the graph for the mse loss; outside it for bce, where only metrics read it.
+        recon = logits.sigmoid() if self.hparams.loss == "mse" else logits.detach().sigmoid()
+        recon_loss = self.reconstruction_loss(logits, clean, recon)
         terms = self.penalties(code)
         loss = recon_loss + sum(terms.values()) if terms else recon_loss
-        return loss, logits.sigmoid(), code, {"recon": recon_loss, **terms}
+        return loss, recon, code, {"recon": recon_loss, **terms}
 
     # ---- Lightning ----------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -191,15 +197,20 @@ class AutoencoderModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.hparams, self.parameters())
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        """The optimiser, with the per-epoch learning-rate schedule over the trainer's epochs where one is set."""
+        optimizer = build_optimizer(self.hparams, self.parameters())
+        hp = self.hparams
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        schedule = build_schedule(optimizer, hp.lr_schedule, hp.warmup_epochs, max_epochs or 1)
+        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
-def reconstruction_loss(kind: str, logits: Tensor, target: Tensor) -> Tensor:
-    """The model's loss (`model.loss`) between decoder logits and the clean target."""
+def reconstruction_loss(kind: str, logits: Tensor, target: Tensor, recon: Tensor | None = None) -> Tensor:
+    """The model's loss (`model.loss`) between decoder logits and the clean target; `recon` = `logits.sigmoid()`."""
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(logits, target)
-    return F.mse_loss(logits.sigmoid(), target)
+    return F.mse_loss(logits.sigmoid() if recon is None else recon, target)
 
 
 def build_optimizer(hparams: Any, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

@@ -18,6 +18,7 @@ from sklearn.decomposition import PCA
 from aelab.config import Params
 from aelab.data.labels import label_names_of
 from aelab.data.prepared import SPLITS, PreparedData, load_prepared
+from aelab.evaluation.reduction import reconstruct
 from aelab.paths import CODES_DIR, MODELS_DIR, PREPARED_DIR
 
 
@@ -42,16 +43,14 @@ def write_tables(folder: Path, name: str, codes: np.ndarray, labels: np.ndarray 
 
 
 def encode_splits(reducer, data: PreparedData) -> dict[str, np.ndarray]:
-    """The content of `codes.npz`: each split's codes (and labels) and the test reconstructions, in [0, 1]."""
+    """The content of `codes.npz`: each split's codes (and labels) and the test reconstructions (PCA's unclipped)."""
     arrays: dict[str, np.ndarray] = {}
     for split in SPLITS:
         part = data.split(split)
         arrays[f"{split}_codes"] = reducer.transform(part.x).astype(np.float32)
         if part.y is not None:
             arrays[f"{split}_labels"] = part.y
-    arrays["test_reconstruction"] = np.clip(reducer.inverse_transform(arrays["test_codes"]), 0.0, 1.0).astype(
-        np.float32
-    )
+    arrays["test_reconstruction"] = reconstruct(reducer, arrays["test_codes"])  # unclipped: the published protocol
     return arrays
 
 
