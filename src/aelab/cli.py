@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from aelab.config import VARIANTS, load_params
 from aelab.errors import AelabError
 from aelab.paths import TUNED
+from aelab.threads import WORKERS_ENV
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -213,6 +215,10 @@ def run(argv: list[str] | None = None) -> None:
         args.overrides += [f"tune.n_trials={args.n_trials}"] if args.n_trials is not None else []
         args.overrides += [f"tune.timeout={args.timeout}"] if args.timeout is not None else []
     params = load_params(args.params, args.overrides)
+    if os.environ.get(WORKERS_ENV):  # several aelab processes share the machine: take this one's share of the cores
+        from aelab.threads import configure
+
+        configure()
     if args.command == "prepare":
         from aelab.stages import prepare
 

@@ -13,6 +13,7 @@ from aelab.errors import CheckpointError
 from aelab.models.base import AutoencoderModule
 from aelab.models.conv import ConvAutoencoder
 from aelab.models.denoising import DenoisingAutoencoder
+from aelab.models.schedule import schedule_options
 from aelab.models.sparse import SparseAutoencoder
 from aelab.models.stacked import StackedAutoencoder
 from aelab.models.stacked_conv import StackedConvAutoencoder
@@ -47,6 +48,7 @@ def module_options(
         "optimizer": params.train.optimizer,
         "seed": params.seed,
         "check_finite_every_n_steps": params.train.check_finite_every_n_steps,
+        **schedule_options(params.train),
     }
     if isinstance(cfg, SparseConfig):
         options.update(rho=cfg.rho, beta=cfg.beta)

@@ -128,10 +128,9 @@ def worker_devices(n: int, accelerator: str) -> list[str | None]:
 def launch_workers(n: int, argv: list[str], accelerator: str) -> None:
     """Start `n` `aelab tune` processes on the same study and wait for them; Ctrl-C reaches them all."""
     procs = []
-    threads = str(max(1, (os.cpu_count() or 1) // n))
     for index, device in enumerate(worker_devices(n, accelerator)):
         env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", threads)  # N workers x all cores each would oversubscribe the CPU
+        env.setdefault("AELAB_WORKERS", str(n))  # N workers x all cores each would oversubscribe the CPU
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
         cmd = [sys.executable, "-m", "aelab.cli", "tune", *argv, "--workers", "1", "--no-summary"]
