@@ -8,6 +8,8 @@ from pathlib import Path
 PREPARED_DIR = Path("data/prepared")
 MODELS_DIR = Path("data/models")
 CODES_DIR = Path("data/codes")
+PCA_FILE = "pca.npz"
+"""The fitted PCA in `CODES_DIR/pca/`, as arrays (`aelab.evaluation.pca_io`), never a pickle."""
 EVALUATION_DIR = Path("data/evaluation")
 METRICS_FILE = Path("data/metrics.json")
 TUNE_DIR = Path("data/tune")

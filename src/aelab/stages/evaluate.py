@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import torch
@@ -33,12 +32,11 @@ from aelab.config import Params
 from aelab.data.prepared import PreparedData, load_prepared
 from aelab.errors import DataError
 from aelab.evaluation import classification, denoising, oneclass, reduction, sparsity, tsne
-from aelab.paths import CODES_DIR, EVALUATION_DIR, METRICS_FILE, MODELS_DIR, PREPARED_DIR
+from aelab.evaluation.pca_io import load_pca
+from aelab.paths import CODES_DIR, EVALUATION_DIR, METRICS_FILE, MODELS_DIR, PCA_FILE, PREPARED_DIR
 from aelab.plots import image_grid
 from aelab.reducers import AutoencoderReducer
 from aelab.stages.reduce import encode_splits
-
-PCA_MODEL = "pca.joblib"
 
 
 class Outputs:
@@ -122,8 +120,12 @@ def evaluate_tsne(params: Params, data: PreparedData, all_codes: dict[str, dict]
 
 def pca_denoiser(codes_dir: Path) -> PCA | None:
     """The pipeline's fitted PCA (saved by `reduce --method pca`), if PCA is among the methods."""
-    path = codes_dir / "pca" / PCA_MODEL
-    return joblib.load(path) if path.exists() else None
+    path = codes_dir / "pca" / PCA_FILE
+    if path.exists():
+        return load_pca(path)
+    if (codes_dir / "pca" / "pca.joblib").exists():  # an older layout: a pickle, which is never loaded
+        raise DataError(f"{path}: not found (an old pca.joblib is never loaded); run `aelab reduce --method pca` again")
+    return None
 
 
 def evaluate_denoising(
