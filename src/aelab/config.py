@@ -193,6 +193,29 @@ class VariantsConfig(Section):
     stacked_conv: StackedConvConfig = StackedConvConfig(blocks=_DIGITS_BLOCKS, code_dim=12)
 
 
+def _lightning_names(kind: Literal["accelerator", "strategy"]) -> list[str]:
+    """The names `lightning.Trainer` accepts: its registry plus the plain names it resolves itself."""
+    if kind == "accelerator":
+        from lightning.pytorch.accelerators import AcceleratorRegistry
+
+        return sorted({"auto", "gpu", *AcceleratorRegistry.available_accelerators()})
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    return sorted({"auto", *StrategyRegistry.available_strategies()})
+
+
+def _known_to_lightning(kind: Literal["accelerator", "strategy"]):
+    """A field validator: an unknown trainer string fails here, not after the data is loaded."""
+
+    def check(value: str) -> str:
+        name = value.lower() if kind == "strategy" else value  # Lightning lower-cases strategies only
+        if name != "auto" and name not in (allowed := _lightning_names(kind)):
+            raise ValueError(f"unknown {kind}; allowed: {', '.join(allowed)}")
+        return value
+
+    return check
+
+
 class TrainConfig(Section):
     """Trainer settings. `batch_size` is the global batch per step: under DDP each of the world-size processes
     takes `batch_size / world_size` rows (it must divide), so results do not depend on the number of devices."""
@@ -219,6 +242,9 @@ class TrainConfig(Section):
     """How often the running training loss is checked for NaN/inf (each check waits for a GPU)."""
     resume: bool = True
     """Resume an interrupted training from its last epoch-end checkpoint and continue its MLflow run."""
+
+    _accelerator = field_validator("accelerator")(_known_to_lightning("accelerator"))
+    _strategy = field_validator("strategy")(_known_to_lightning("strategy"))
 
 
 class TrackingConfig(Section):
