@@ -29,7 +29,7 @@ from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
 from aelab.config import Params
-from aelab.data.prepared import PreparedData, load_prepared
+from aelab.data.prepared import UNREADABLE_NPZ, PreparedData, load_prepared
 from aelab.errors import DataError
 from aelab.evaluation import classification, denoising, oneclass, reduction, sparsity, tsne
 from aelab.evaluation.pca_io import load_pca
@@ -69,8 +69,13 @@ def find_methods(codes_dir: Path) -> list[str]:
 
 
 def load_codes(folder: Path) -> dict[str, np.ndarray]:
-    with np.load(folder / "codes.npz") as archive:
-        return {k: archive[k] for k in archive.files}
+    """A method's codes from `reduce`; a truncated or foreign file names the command that writes it again."""
+    path = folder / "codes.npz"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
+    except UNREADABLE_NPZ as err:
+        raise DataError(f"{path}: cannot read codes ({err}); run `aelab reduce --method {folder.name}` again") from None
 
 
 SCRATCH_SUFFIX = "-scratch"
