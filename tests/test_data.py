@@ -73,6 +73,8 @@ def test_download_checks_md5_and_keeps_good_files(tmp_path, monkeypatch):
 def test_idx_source_keeps_official_test_split(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _fake_idx_folder(tmp_path / "idx")
+    files = {f.name: md5sum(f) for f in (tmp_path / "idx").iterdir()}  # files on disk are MD5-checked too
+    monkeypatch.setitem(IDX_DATASETS, "mnist", IdxDataset(files=files, mirrors=()))
     params = validate_params({**TINY_PARAMS, "data": {"source": "mnist", "path": str(tmp_path / "idx")}})
     data = prepare(params.data, params.seed)
     assert data.meta["sizes"]["test"] == 20

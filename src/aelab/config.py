@@ -5,6 +5,7 @@ Overrides use the same dotted keys as `dvc exp run -S`, for example `--set train
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -484,6 +485,17 @@ class TuneConfig(Section):
     sampler: TuneSamplerConfig = TuneSamplerConfig()
     pruner: TunePrunerConfig = TunePrunerConfig()
     space: TuneSpaceConfig = TuneSpaceConfig()
+
+    @field_validator("storage")
+    @classmethod
+    def _journal_inside_project(cls, value: str | None) -> str | None:
+        """A journal path is relative to the project root and may not leave it (`../x.journal`, `/tmp/x.journal`)."""
+        if value is None or "://" in value or not value.endswith(".journal"):
+            return value
+        normal = os.path.normpath(value)
+        if os.path.isabs(normal) or normal == ".." or normal.startswith(f"..{os.sep}"):
+            raise ValueError("a journal path must stay inside the project: relative, without '..' leaving it")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> TuneConfig:
