@@ -93,7 +93,7 @@ def test_global_batch_must_split_evenly_over_processes() -> None:
 # ---- DDP on CPU -----------------------------------------------------------------------------------------------
 def test_two_process_ddp_logs_one_run_and_matches_one_process(project: Path) -> None:
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import train_variant
+    from aelab.training.run import train_variant
 
     ddp = aelab(
         project, "train", "--variant", "undercomplete", "--set", "train.devices=2", "--set", "train.strategy=ddp"
@@ -150,7 +150,7 @@ def test_torchrun_starts_all_ranks_at_once_and_still_logs_one_run(project: Path)
 KILLER = """
 import os, signal, sys
 import lightning as L
-from aelab.stages import train
+from aelab.training import run as train
 
 class Kill(L.Callback):
     def on_train_start(self, trainer, module):
@@ -172,7 +172,7 @@ def test_interrupted_and_killed_training_resumes_to_the_same_result_in_the_same_
     from mlflow import MlflowClient
 
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import train_variant
+    from aelab.training.run import train_variant
 
     epochs = "train.max_epochs=3"
     args = ["train", "--variant", "denoising", *(x for o in [*FAST, epochs] for x in ("--set", o))]
@@ -211,7 +211,7 @@ def test_interrupted_and_killed_training_resumes_to_the_same_result_in_the_same_
 
 def test_a_finished_training_run_again_starts_a_new_run(project: Path) -> None:
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import train_variant
+    from aelab.training.run import train_variant
 
     data = load_prepared(Path("data/prepared"))
     one = train_variant(params("train.max_epochs=1"), "undercomplete", data)
@@ -227,7 +227,7 @@ def test_a_finished_training_run_again_starts_a_new_run(project: Path) -> None:
 
 def test_diverging_loss_is_reported_within_a_few_steps(project: Path) -> None:
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import train_variant
+    from aelab.training.run import train_variant
 
     data = load_prepared(Path("data/prepared"))
     bad = PreparedData(Split(data.train.x * float("nan"), None), data.val, data.test, data.meta)
@@ -239,7 +239,7 @@ def test_diverging_loss_is_reported_within_a_few_steps(project: Path) -> None:
 def test_compiled_training_matches_eager_training(project: Path) -> None:
     """`train.compile` runs the module through torch.compile (inductor needs a C compiler on CPU)."""
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import train_variant
+    from aelab.training.run import train_variant
 
     data = load_prepared(Path("data/prepared"))
     eager = train_variant(params("train.max_epochs=1"), "sparse", data).metrics
@@ -366,7 +366,7 @@ def test_data_resident_on_the_gpu_and_batches_stay_there(project: Path) -> None:
     import lightning as L
 
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import build_datamodule
+    from aelab.training.run import build_datamodule
 
     dm = build_datamodule(params("train.accelerator=cuda"), "denoising", load_prepared(Path("data/prepared")))
     trainer = L.Trainer(accelerator="cuda", devices=1, logger=False, max_steps=1)
@@ -384,7 +384,7 @@ def test_data_resident_on_the_gpu_and_batches_stay_there(project: Path) -> None:
 @pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
 def test_training_on_the_gpu(project: Path, precision: str) -> None:
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import train_variant
+    from aelab.training.run import train_variant
 
     overrides = ("train.accelerator=cuda", f"train.precision='{precision}'")
     result = train_variant(params(*overrides), "sparse", load_prepared(Path("data/prepared")))
