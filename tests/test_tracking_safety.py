@@ -105,3 +105,22 @@ def test_train_logger_checks_the_uri_before_anything_else(tiny_params):
 def test_local_and_database_uris_pass_without_a_connection():
     for uri in ("sqlite:///mlruns/mlflow.db", "postgresql+psycopg2://u:p@db.invalid/x", "mlruns"):
         check_tracking_uri(uri)
+
+
+def test_evaluate_stops_at_once_when_the_training_run_store_is_gone(tmp_path, tiny_params):
+    """`evaluate` logs into the store `train` recorded in run.json; a server that is gone is one line, at once."""
+    import json
+
+    from aelab.stages.evaluate import Outputs, log_to_mlflow
+
+    folder = tmp_path / "models" / "undercomplete"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"run_id": "abc", "tracking_uri": _closed_url()}))
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=r"no MLflow server answers at http://127\.0\.0\.1:\d+"):
+        log_to_mlflow(tiny_params, {"undercomplete": {}}, Outputs(tmp_path / "ev"), folder.parent, tmp_path / "m.json")
+    assert time.monotonic() - start < 10
+
+
+def _closed_url() -> str:
+    return f"http://127.0.0.1:{_closed_port()}"

@@ -226,7 +226,7 @@ def log_to_mlflow(params: Params, results: dict, outputs: Outputs, models_dir: P
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from aelab.tracking import tracking_uri
+    from aelab.tracking import check_tracking_uri, tracking_uri
 
     logged = []
     folders = scratch_models(models_dir, list(results))
@@ -234,9 +234,14 @@ def log_to_mlflow(params: Params, results: dict, outputs: Outputs, models_dir: P
         run_file = folders.get(method, models_dir / method) / "run.json"
         if not run_file.exists():
             continue
-        run = json.loads(run_file.read_text())
+        try:
+            run = json.loads(run_file.read_text())
+        except ValueError as err:
+            raise DataError(f"{run_file}: not readable JSON ({err}); train {method} again") from None
         # The store the training run was written to (recorded by `train`), also when evaluating from elsewhere.
-        mlflow.set_tracking_uri(run.get("tracking_uri") or tracking_uri(params.tracking))
+        uri = run.get("tracking_uri") or tracking_uri(params.tracking)
+        check_tracking_uri(uri)  # a server that is gone: one line within seconds, not minutes of retries
+        mlflow.set_tracking_uri(uri)
         try:
             mlflow.MlflowClient().get_run(run["run_id"])
         except MlflowException:
