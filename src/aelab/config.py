@@ -243,7 +243,10 @@ def _known_to_lightning(kind: Literal["accelerator", "strategy"]):
     def check(value: str) -> str:
         name = value.lower() if kind == "strategy" else value  # Lightning lower-cases strategies only
         if name != "auto" and name not in (allowed := _lightning_names(kind)):
-            raise ValueError(f"unknown {kind}; allowed: {', '.join(allowed)}")
+            suffix = "_find_unused_parameters_"
+            shown = [n for n in allowed if suffix not in n]
+            extra = f" (ddp ones also with {suffix}true/false)" if len(shown) < len(allowed) else ""
+            raise ValueError(f"unknown {kind}; allowed: {', '.join(shown)}{extra}")
         return value
 
     return check
