@@ -148,7 +148,7 @@ CASES: dict[str, tuple[Setup, str]] = {
     "truncated user npz": (_truncated_npz, r"d\.npz: cannot read \("),
     "text column, labels not named": (
         _csv(_csv_rows("a,b,kind", lambda i: f"{i},1,{'xy'[i % 2]}")),
-        r"d\.csv: column 'kind' is not numeric; name it in data\.label_column if it holds the labels",
+        r"d\.csv: non-numeric feature columns kind; name the label column in data\.label_column$",
     ),
     "label column used as a feature": (
         _csv(_csv_rows("a,b,label", lambda i: f"{i},1,{i % 2}")),

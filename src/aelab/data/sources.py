@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from aelab.config import DataConfig
+from aelab.data.labels import encode_labels
 from aelab.data.prepared import UNREADABLE_NPZ
 from aelab.errors import DataError
 from aelab.paths import RAW_DIR
@@ -33,6 +34,10 @@ class RawDataset:
     image_shape: tuple[int, int, int] | None
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    label_names: list[int | float | str] | None = None
+    """Label value of each code (`y` holds codes); None: the codes are the integer labels themselves."""
+    feature_names: list[str] | None = None
+    """Column names of a CSV source."""
 
 
 @dataclass(frozen=True)
@@ -184,31 +189,22 @@ def load_digits_dataset() -> RawDataset:
     )
 
 
-def _check_labels(y: np.ndarray | None, n: int, source: Path) -> np.ndarray | None:
+def _check_labels(y: np.ndarray | None, n: int, source: Path) -> tuple[np.ndarray | None, list | None]:
+    """Codes and label names: any labels (strings, integers, floats) become codes 0..k-1 in sorted order."""
     if y is None:
-        return None
+        return None, None
     y = np.asarray(y).reshape(-1) if np.asarray(y).ndim > 1 and min(np.asarray(y).shape) == 1 else np.asarray(y)
     if y.ndim != 1 or len(y) != n:
         raise DataError(f"{source}: labels must be a 1-D array of {n} entries, got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        _, y = np.unique(y, return_inverse=True)
-    return y.astype(np.int64)
+    return encode_labels(y, str(source))
 
 
 LABEL_LIKE = ("label", "labels", "target", "class")
 """CSV column names that hold labels far more often than a feature: used as a feature only when said so."""
 
 
-def _check_csv_columns(frame, path: Path, labelled: bool) -> None:
-    """Refuse text columns, and a label-like column silently fed to the model as a feature."""
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
-
-    text = [str(c) for c, kind in frame.dtypes.items() if not is_numeric_dtype(kind) or is_bool_dtype(kind)]
-    if text:
-        raise DataError(
-            f"{path}: column {text[0]!r} is not numeric; name it in data.label_column if it holds the labels, "
-            "or remove it (features must be numbers)"
-        )
+def _refuse_unnamed_labels(frame, path: Path, labelled: bool) -> None:
+    """A label-like column is never fed to the model as a feature without a word."""
     named = [str(c) for c in frame.columns if str(c).strip().lower() in LABEL_LIKE]
     if named and not labelled:
         raise DataError(
@@ -240,7 +236,7 @@ def load_arrays(cfg: DataConfig) -> RawDataset:
     path = Path(cfg.path or "")
     if not path.is_file():
         raise DataError(f"data.path: file {path} not found (expected .npy, .npz or .csv)")
-    y = None
+    y, feature_names = None, None
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
@@ -260,7 +256,12 @@ def load_arrays(cfg: DataConfig) -> RawDataset:
                 if cfg.label_column not in frame:
                     raise DataError(f"{path}: no column {cfg.label_column!r} (data.label_column)")
                 y = frame.pop(cfg.label_column).to_numpy()
-            _check_csv_columns(frame, path, labelled=bool(cfg.label_column))
+            text = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+            if text:
+                hint = "" if cfg.label_column else "; name the label column in data.label_column"
+                raise DataError(f"{path}: non-numeric feature columns {', '.join(text)}{hint}")
+            _refuse_unnamed_labels(frame, path, labelled=bool(cfg.label_column))
+            feature_names = [str(c) for c in frame.columns]
             x = frame.to_numpy()
         else:
             raise DataError(f"data.path: {path} has suffix {path.suffix!r}; allowed: .npy, .npz, .csv")
@@ -280,7 +281,15 @@ def load_arrays(cfg: DataConfig) -> RawDataset:
     x = x.reshape(len(x), -1).astype(np.float32)
     if image_shape is not None and int(np.prod(image_shape)) != x.shape[1]:
         raise DataError(f"data.image_shape: {list(image_shape)} does not match {x.shape[1]} features in {path}")
-    return RawDataset(name=path.stem, x=x, y=_check_labels(y, len(x), path), image_shape=image_shape)
+    codes, names = _check_labels(y, len(x), path)
+    return RawDataset(
+        name=path.stem,
+        x=x,
+        y=codes,
+        image_shape=image_shape,
+        label_names=names,
+        feature_names=feature_names,
+    )
 
 
 def load_source(cfg: DataConfig) -> RawDataset:
