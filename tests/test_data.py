@@ -70,9 +70,24 @@ def test_download_checks_md5_and_keeps_good_files(tmp_path, monkeypatch):
     assert sorted(p.name for p in target.iterdir()) == sorted(f for f in files if f != "t10k-labels-idx1-ubyte.gz")
 
 
+def test_failed_download_leaves_no_partial_file(tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    _fake_idx_folder(mirror)
+    files = {f.name: md5sum(f) for f in mirror.iterdir()}
+    (mirror / "t10k-labels-idx1-ubyte.gz").unlink()  # the mirror fails on this one
+    monkeypatch.setitem(IDX_DATASETS, "mnist", IdxDataset(files=files, mirrors=(mirror.as_uri() + "/",)))
+    target = tmp_path / "raw"
+    with pytest.raises(DataError, match="could not download t10k-labels-idx1-ubyte.gz"):
+        fetch_idx("mnist", target, download=True)
+    left = {p.name for p in target.iterdir()}
+    assert left <= set(files) - {"t10k-labels-idx1-ubyte.gz"}, left  # complete files only, no temporary ones
+
+
 def test_idx_source_keeps_official_test_split(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _fake_idx_folder(tmp_path / "idx")
+    files = {f.name: md5sum(f) for f in (tmp_path / "idx").iterdir()}  # files on disk are MD5-checked too
+    monkeypatch.setitem(IDX_DATASETS, "mnist", IdxDataset(files=files, mirrors=()))
     params = validate_params({**TINY_PARAMS, "data": {"source": "mnist", "path": str(tmp_path / "idx")}})
     data = prepare(params.data, params.seed)
     assert data.meta["sizes"]["test"] == 20

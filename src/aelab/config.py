@@ -7,6 +7,7 @@ differ: the file is merged over the defaults section by section.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
@@ -234,6 +235,32 @@ class VariantsConfig(Section):
     )
 
 
+def _lightning_names(kind: Literal["accelerator", "strategy"]) -> list[str]:
+    """The names `lightning.Trainer` accepts: its registry plus the plain names it resolves itself."""
+    if kind == "accelerator":
+        from lightning.pytorch.accelerators import AcceleratorRegistry
+
+        return sorted({"auto", "gpu", *AcceleratorRegistry.available_accelerators()})
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    return sorted({"auto", *StrategyRegistry.available_strategies()})
+
+
+def _known_to_lightning(kind: Literal["accelerator", "strategy"]):
+    """A field validator: an unknown trainer string fails here, not after the data is loaded."""
+
+    def check(value: str) -> str:
+        name = value.lower() if kind == "strategy" else value  # Lightning lower-cases strategies only
+        if name != "auto" and name not in (allowed := _lightning_names(kind)):
+            suffix = "_find_unused_parameters_"
+            shown = [n for n in allowed if suffix not in n]
+            extra = f" (ddp ones also with {suffix}true/false)" if len(shown) < len(allowed) else ""
+            raise ValueError(f"unknown {kind}; allowed: {', '.join(shown)}{extra}")
+        return value
+
+    return check
+
+
 class TrainConfig(Section):
     """Trainer settings. `batch_size` is the global batch per step: under DDP each of the world-size processes
     takes `batch_size / world_size` rows (it must divide), so results do not depend on the number of devices."""
@@ -264,6 +291,9 @@ class TrainConfig(Section):
     """How often the running training loss is checked for NaN/inf (each check waits for a GPU)."""
     resume: bool = True
     """Resume an interrupted training from its last epoch-end checkpoint and continue its MLflow run."""
+
+    _accelerator = field_validator("accelerator")(_known_to_lightning("accelerator"))
+    _strategy = field_validator("strategy")(_known_to_lightning("strategy"))
 
 
 class TrackingConfig(Section):
@@ -504,6 +534,17 @@ class TuneConfig(Section):
     sampler: TuneSamplerConfig = TuneSamplerConfig()
     pruner: TunePrunerConfig = TunePrunerConfig()
     space: TuneSpaceConfig = TuneSpaceConfig(lr=FloatRange(low=1.0e-3, high=3.0e-2))
+
+    @field_validator("storage")
+    @classmethod
+    def _journal_inside_project(cls, value: str | None) -> str | None:
+        """A journal path is relative to the project root and may not leave it (`../x.journal`, `/tmp/x.journal`)."""
+        if value is None or "://" in value or not value.endswith(".journal"):
+            return value
+        normal = os.path.normpath(value)
+        if os.path.isabs(normal) or normal == ".." or normal.startswith(f"..{os.sep}"):
+            raise ValueError("a journal path must stay inside the project: relative, without '..' leaving it")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> TuneConfig:

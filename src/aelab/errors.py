@@ -19,3 +19,7 @@ class CheckpointError(AelabError):
 
 class TrainingError(AelabError):
     """Training diverged (NaN or infinite loss)."""
+
+
+class BusyError(AelabError):
+    """Another aelab process holds a folder this one needs (the message names its pid)."""

@@ -10,6 +10,8 @@ MODELS_DIR = Path("data/models")
 ONECLASS_MODEL_DIR = MODELS_DIR / "oneclass"
 """The kept one-class model of `aelab oneclass` (a bundle with its threshold, and metrics.json)."""
 CODES_DIR = Path("data/codes")
+PCA_FILE = "pca.npz"
+"""The fitted PCA in `CODES_DIR/pca/`, as arrays (`aelab.evaluation.pca_io`), never a pickle."""
 EVALUATION_DIR = Path("data/evaluation")
 METRICS_FILE = Path("data/metrics.json")
 TUNE_DIR = Path("data/tune")

@@ -8,6 +8,9 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +20,42 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import MLFlowLogger
 
 from aelab.config import TrackingConfig
+from aelab.errors import ConfigError
 from aelab.paths import project_root
+
+REDACTED = "***"
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*):[^\s'\"]*@")
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "credential")
+
+
+def redact_text(text: str) -> str:
+    """Hide the password of every URL with user info: `postgresql://user:pw@host/db` -> `postgresql://user:***@host/db`."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}:{REDACTED}@", text)
+
+
+def is_secret_key(key: str) -> bool:
+    """A key naming a credential (`db.password`, `api_token`, `aws_secret_access_key`), not `label_column`."""
+    lowered = key.lower()
+    words = re.split(r"[^a-z0-9]+", lowered)
+    return any(w in lowered for w in _SECRET_WORDS) or any(w == "key" or w.endswith("apikey") for w in words)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_redact_value(v) for v in value)
+    if isinstance(value, dict):
+        return redact(value)
+    return value
+
+
+def redact(params: dict[str, Any]) -> dict[str, Any]:
+    """A copy fit for MLflow and Optuna: values under secret-looking keys masked, URL passwords masked anywhere."""
+    return {
+        k: REDACTED if is_secret_key(str(k)) and value not in (None, "") else _redact_value(value)
+        for k, value in params.items()
+    }
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
@@ -95,8 +133,11 @@ class UninterruptibleMLFlowLogger(MLFlowLogger):
             return super().experiment
 
     def log_hyperparams(self, params: Any) -> None:
+        """Credentials are redacted here, so no caller can log them (see `redact`)."""
+        from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+
         with uninterruptible():
-            super().log_hyperparams(params)
+            super().log_hyperparams(redact(_flatten_dict(_convert_params(params))))
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -140,11 +181,12 @@ class UninterruptibleMLFlowLogger(MLFlowLogger):
 def mlflow_logger(cfg: TrackingConfig, run_name: str, tags: dict[str, str], run_id: str | None = None):
     """Lightning's MLFlowLogger pointed explicitly at our store (its default is the refused file store)."""
     uri = tracking_uri(cfg)
+    check_tracking_uri(uri)
     return UninterruptibleMLFlowLogger(
         experiment_name=cfg.experiment,
         run_name=run_name,
         tracking_uri=uri,
-        tags=tags,
+        tags=redact(tags),
         artifact_location=artifact_location() if is_local_store(uri) else None,
         run_id=run_id,
     )
@@ -153,3 +195,50 @@ def mlflow_logger(cfg: TrackingConfig, run_name: str, tags: dict[str, str], run_
 def is_local_store(uri: str) -> bool:
     """A local store keeps artifacts next to it; a tracking server decides where they go itself."""
     return uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
+
+
+def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
+    """`MlflowClient.log_batch` of params, redacted (see `redact`), sorted, cut to MLflow's 6000 characters."""
+    from mlflow.entities import Param
+
+    batch = [Param(k, str(v)[:6000]) for k, v in sorted(redact(params).items())]
+    for start in range(0, len(batch), 100):  # MLflow takes at most 100 params per call
+        client.log_batch(run_id, params=batch[start : start + 100])
+
+
+STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks", "databricks-uc", "uc")
+"""The tracking stores MLflow knows; database schemes may name a driver (`postgresql+psycopg2://`)."""
+PROBE_TIMEOUT_S = 5.0
+_reachable: set[str] = set()
+
+
+def check_tracking_uri(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Refuse an unknown scheme, and an HTTP server that does not answer within `timeout`, as one `ConfigError`.
+
+    Without this, a typo fails deep inside MLflow with a traceback, and an unreachable server is retried for
+    minutes before anything is said. Database stores are checked by scheme only (their drivers differ).
+    """
+    shown = redact_text(uri)
+    scheme = uri.partition("://")[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme == "" or uri in _reachable:
+        return  # a plain path: MLflow's file store
+    if scheme not in STORE_SCHEMES:
+        raise ConfigError(
+            f"tracking.uri: {shown!r} has an unknown scheme {scheme!r}; allowed: {', '.join(STORE_SCHEMES)}"
+        )
+    if scheme in ("http", "https"):
+        parts = urllib.parse.urlsplit(uri)
+        host = parts.netloc.rpartition("@")[2]  # no credentials in the probe (a 401 still says it is there)
+        probe = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/health", "", ""))
+        try:
+            with urllib.request.urlopen(probe, timeout=timeout):
+                pass
+        except urllib.error.HTTPError:
+            pass  # the server answered (a proxy may hide /health): it is there
+        except (OSError, ValueError) as err:
+            reason = redact_text(str(getattr(err, "reason", err)))
+            raise ConfigError(
+                f"tracking.uri: no MLflow server answers at {shown} within {timeout:g} s ({reason}); "
+                "start it, or fix tracking.uri (empty: the local SQLite store)"
+            ) from None
+    _reachable.add(uri)

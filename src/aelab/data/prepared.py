@@ -6,6 +6,8 @@ This is the contract between `prepare` and every later stage.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ import numpy as np
 from aelab.errors import DataError
 
 SPLITS = ("train", "val", "test")
+UNREADABLE_NPZ = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+"""What `np.load` of a missing, truncated or foreign `.npz` raises (a torn zip is `BadZipFile` or `EOFError`)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ def load_prepared(folder: Path) -> PreparedData:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 splits[name] = Split(archive["x"], archive.get("y", None))
-        except (OSError, KeyError, ValueError) as err:
+        except UNREADABLE_NPZ as err:
             raise DataError(f"{path}: cannot read prepared split ({err}); run `aelab prepare` again") from None
-    return PreparedData(**splits, meta=json.loads(meta_file.read_text()))
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{meta_file}: cannot read ({err}); run `aelab prepare` again") from None
+    return PreparedData(**splits, meta=meta)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
 import struct
 import tempfile
@@ -18,6 +19,7 @@ import numpy as np
 
 from aelab.config import DataConfig
 from aelab.data.labels import encode_labels
+from aelab.data.prepared import UNREADABLE_NPZ
 from aelab.errors import DataError
 from aelab.paths import RAW_DIR
 
@@ -107,18 +109,30 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _download(url: str, target: Path, md5: str) -> None:
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-        with urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, tmp)
-    if md5sum(tmp_path) != md5:
-        tmp_path.unlink()
-        raise DataError(f"{url}: MD5 mismatch, download discarded")
-    tmp_path.replace(target)
+    """Fetch into a temporary file beside `target`; only a complete file with the published MD5 takes its name."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            shutil.copyfileobj(response, out)
+        if md5sum(Path(tmp)) != md5:
+            raise DataError(f"{url}: MD5 mismatch, download discarded")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # a failed or interrupted download leaves nothing behind
+        raise
+
+
+def verify_md5(path: Path, expected: str, name: str) -> None:
+    """A file already on disk must be the published one: a damaged or different file is refused by name."""
+    if md5sum(path) != expected:
+        raise DataError(
+            f"{path}: MD5 differs from the published {name} file (expected {expected}); delete it and fetch it "
+            "again (data.download=true) or put the original file there"
+        )
 
 
 def fetch_idx(name: str, folder: Path, download: bool) -> dict[str, Path]:
-    """The dataset's four files in `folder`, downloaded (and MD5-checked) if allowed and missing."""
+    """The dataset's four files in `folder`, MD5-checked; downloaded first if allowed and missing."""
     spec = IDX_DATASETS[name]
     missing = [f for f in spec.files if not (folder / f).exists()]
     if missing and not download:
@@ -126,6 +140,9 @@ def fetch_idx(name: str, folder: Path, download: bool) -> dict[str, Path]:
             f"{name}: missing {', '.join(missing)} in {folder}; put the original files there "
             f"(data.path), or set data.download=true to fetch them"
         )
+    for file in spec.files:
+        if file not in missing:
+            verify_md5(folder / file, spec.files[file], name)
     if missing:
         folder.mkdir(parents=True, exist_ok=True)
     for file in missing:
@@ -182,6 +199,38 @@ def _check_labels(y: np.ndarray | None, n: int, source: Path) -> tuple[np.ndarra
     return encode_labels(y, str(source))
 
 
+LABEL_LIKE = ("label", "labels", "target", "class")
+"""CSV column names that hold labels far more often than a feature: used as a feature only when said so."""
+
+
+def _refuse_unnamed_labels(frame, path: Path, labelled: bool) -> None:
+    """A label-like column is never fed to the model as a feature without a word."""
+    named = [str(c) for c in frame.columns if str(c).strip().lower() in LABEL_LIKE]
+    if named and not labelled:
+        raise DataError(
+            f"{path}: column {named[0]!r} looks like labels but data.label_column is not set; set "
+            f"data.label_column={named[0]} to use it as labels, or rename it to keep it as a feature"
+        )
+
+
+def _check_values(x: np.ndarray, path: Path) -> None:
+    """Real, finite numbers that float32 can hold, checked before the cast hides what was wrong."""
+    if np.iscomplexobj(x):
+        raise DataError(f"{path}: features are complex ({x.dtype}); allowed: real numbers (int or float)")
+    if not np.issubdtype(x.dtype, np.number) or x.dtype == bool:
+        raise DataError(f"{path}: features must be numeric, got {x.dtype}")
+    if not x.size or not np.issubdtype(x.dtype, np.floating):
+        return  # integers always fit (float32 reaches 3.4e38)
+    if not np.isfinite(x).all():
+        raise DataError(f"{path}: features contain NaN or infinite values")
+    limit = float(np.finfo(np.float32).max)
+    if float(np.abs(x).max()) > limit:
+        raise DataError(
+            f"{path}: features too large for float32 (largest magnitude {float(np.abs(x).max()):.3g}; "
+            f"float32 holds up to {limit:.3g}); rescale them"
+        )
+
+
 def load_arrays(cfg: DataConfig) -> RawDataset:
     """The user's own data: `.npz` (keys x and optional y), `.npy` (+ labels_path) or `.csv` (+ label_column)."""
     path = Path(cfg.path or "")
@@ -211,19 +260,19 @@ def load_arrays(cfg: DataConfig) -> RawDataset:
             if text:
                 hint = "" if cfg.label_column else "; name the label column in data.label_column"
                 raise DataError(f"{path}: non-numeric feature columns {', '.join(text)}{hint}")
+            _refuse_unnamed_labels(frame, path, labelled=bool(cfg.label_column))
             feature_names = [str(c) for c in frame.columns]
             x = frame.to_numpy()
         else:
             raise DataError(f"data.path: {path} has suffix {path.suffix!r}; allowed: .npy, .npz, .csv")
-    except (ValueError, OSError) as err:
+    except UNREADABLE_NPZ as err:  # also a truncated .npz (BadZipFile, EOFError)
         raise DataError(f"{path}: cannot read ({err})") from None
     x = np.asarray(x)
     if x.ndim < 2 or len(x) < 10:
         raise DataError(
             f"{path}: expected an array of shape [samples, features...] with at least 10 rows, got {x.shape}"
         )
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{path}: features must be numeric, got {x.dtype}")
+    _check_values(x, path)
     image_shape = tuple(cfg.image_shape) if cfg.image_shape else None
     if image_shape is None and x.ndim == 3:
         image_shape = (1, *x.shape[1:])
@@ -232,8 +281,6 @@ def load_arrays(cfg: DataConfig) -> RawDataset:
     x = x.reshape(len(x), -1).astype(np.float32)
     if image_shape is not None and int(np.prod(image_shape)) != x.shape[1]:
         raise DataError(f"data.image_shape: {list(image_shape)} does not match {x.shape[1]} features in {path}")
-    if not np.isfinite(x).all():
-        raise DataError(f"{path}: features contain NaN or infinite values")
     codes, names = _check_labels(y, len(x), path)
     return RawDataset(
         name=path.stem,

@@ -19,7 +19,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import torch
@@ -31,15 +30,14 @@ from threadpoolctl import threadpool_limits
 
 from aelab.config import VARIANTS, Params
 from aelab.data.labels import label_codes, label_names_of
-from aelab.data.prepared import PreparedData, load_prepared
+from aelab.data.prepared import UNREADABLE_NPZ, PreparedData, load_prepared
 from aelab.errors import DataError
 from aelab.evaluation import classification, denoising, oneclass, reduction, sparsity, tsne
-from aelab.paths import CODES_DIR, EVALUATION_DIR, METRICS_FILE, MODELS_DIR, PREPARED_DIR
+from aelab.evaluation.pca_io import load_pca
+from aelab.paths import CODES_DIR, EVALUATION_DIR, METRICS_FILE, MODELS_DIR, PCA_FILE, PREPARED_DIR
 from aelab.plots import image_grid
 from aelab.reducers import AutoencoderReducer
 from aelab.stages.reduce import encode_splits
-
-PCA_MODEL = "pca.joblib"
 
 
 class Outputs:
@@ -76,8 +74,13 @@ def find_methods(codes_dir: Path, variants: Iterable[str] = VARIANTS) -> list[st
 
 
 def load_codes(folder: Path) -> dict[str, np.ndarray]:
-    with np.load(folder / "codes.npz") as archive:
-        return {k: archive[k] for k in archive.files}
+    """A method's codes from `reduce`; a truncated or foreign file names the command that writes it again."""
+    path = folder / "codes.npz"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
+    except UNREADABLE_NPZ as err:
+        raise DataError(f"{path}: cannot read codes ({err}); run `aelab reduce --method {folder.name}` again") from None
 
 
 SCRATCH_SUFFIX = "-scratch"
@@ -127,8 +130,12 @@ def evaluate_tsne(params: Params, data: PreparedData, all_codes: dict[str, dict]
 
 def pca_denoiser(codes_dir: Path) -> PCA | None:
     """The pipeline's fitted PCA (saved by `reduce --method pca`), if PCA is among the methods."""
-    path = codes_dir / "pca" / PCA_MODEL
-    return joblib.load(path) if path.exists() else None
+    path = codes_dir / "pca" / PCA_FILE
+    if path.exists():
+        return load_pca(path)
+    if (codes_dir / "pca" / "pca.joblib").exists():  # an older layout: a pickle, which is never loaded
+        raise DataError(f"{path}: not found (an old pca.joblib is never loaded); run `aelab reduce --method pca` again")
+    return None
 
 
 def evaluate_denoising(
@@ -245,7 +252,7 @@ def log_to_mlflow(params: Params, results: dict, outputs: Outputs, models_dir: P
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from aelab.tracking import tracking_uri
+    from aelab.tracking import check_tracking_uri, tracking_uri
 
     logged = []
     folders = scratch_models(models_dir, list(results))
@@ -253,9 +260,14 @@ def log_to_mlflow(params: Params, results: dict, outputs: Outputs, models_dir: P
         run_file = folders.get(method, models_dir / method) / "run.json"
         if not run_file.exists():
             continue
-        run = json.loads(run_file.read_text())
+        try:
+            run = json.loads(run_file.read_text())
+        except ValueError as err:
+            raise DataError(f"{run_file}: not readable JSON ({err}); train {method} again") from None
         # The store the training run was written to (recorded by `train`), also when evaluating from elsewhere.
-        mlflow.set_tracking_uri(run.get("tracking_uri") or tracking_uri(params.tracking))
+        uri = run.get("tracking_uri") or tracking_uri(params.tracking)
+        check_tracking_uri(uri)  # a server that is gone: one line within seconds, not minutes of retries
+        mlflow.set_tracking_uri(uri)
         try:
             mlflow.MlflowClient().get_run(run["run_id"])
         except MlflowException:

@@ -12,6 +12,7 @@ from aelab.config import DataConfig, check_variants_fit_data
 from aelab.data.prepared import PreparedData, Split, save_prepared
 from aelab.data.scaling import Scaler
 from aelab.data.sources import RawDataset, load_source
+from aelab.errors import DataError
 from aelab.paths import PREPARED_DIR
 
 
@@ -32,16 +33,31 @@ def _subset(x: np.ndarray, y: np.ndarray | None, size: int, seed: int) -> tuple[
     return x[keep], None if y is None else y[keep]
 
 
+def _split(
+    index: np.ndarray, share: float, y: np.ndarray | None, seed: int, key: str, value: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """`train_test_split`, with scikit-learn's complaint about too few rows as a one-line `DataError` on `key`."""
+    stratify = _stratify(y)
+    try:
+        return train_test_split(index, test_size=share, random_state=seed, stratify=stratify)
+    except ValueError as err:
+        n_classes = len(np.unique(stratify)) if stratify is not None else 1
+        raise DataError(
+            f"data.{key}: {value} of {len(index)} rows is too small for a stratified split over {n_classes} classes "
+            f"({str(err).splitlines()[0]}); allowed: a fraction that leaves at least one row per class in each part"
+        ) from None
+
+
 def split_dataset(raw: RawDataset, cfg: DataConfig, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """train/val/test: the official test split where the source has one, else `test_fraction` of the data."""
     index = np.arange(len(raw.x))
     if raw.x_test is not None:
         pool, test = index, None
     else:
-        pool, test = train_test_split(index, test_size=cfg.test_fraction, random_state=seed, stratify=_stratify(raw.y))
+        pool, test = _split(index, cfg.test_fraction, raw.y, seed, "test_fraction", cfg.test_fraction)
     pool_y = None if raw.y is None else raw.y[pool]
     val_share = cfg.val_fraction / (1 - (0 if test is None else cfg.test_fraction))
-    train, val = train_test_split(pool, test_size=val_share, random_state=seed + 1, stratify=_stratify(pool_y))
+    train, val = _split(pool, val_share, pool_y, seed + 1, "val_fraction", cfg.val_fraction)
 
     def take(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         idx = np.sort(idx)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import joblib
 import numpy as np
 from rich.console import Console
 from sklearn.decomposition import PCA
@@ -18,8 +17,9 @@ from sklearn.decomposition import PCA
 from aelab.config import Params
 from aelab.data.labels import label_names_of
 from aelab.data.prepared import SPLITS, PreparedData, load_prepared
+from aelab.evaluation.pca_io import save_pca
 from aelab.evaluation.reduction import reconstruct
-from aelab.paths import CODES_DIR, MODELS_DIR, PREPARED_DIR
+from aelab.paths import CODES_DIR, MODELS_DIR, PCA_FILE, PREPARED_DIR
 
 
 def fit_reducer(params: Params, method: str, data: PreparedData):
@@ -74,7 +74,7 @@ def reduce(params: Params, method: str, data: PreparedData, out: Path = CODES_DI
     info = {"method": method, "code_dim": int(arrays["train_codes"].shape[1]), "n_features": data.n_features}
     if method == "pca":
         info["explained_variance"] = float(reducer.explained_variance_ratio_.sum())
-        joblib.dump(reducer, folder / "pca.joblib")  # the fitted PCA, for evaluate's denoising baseline
+        save_pca(reducer, folder / PCA_FILE)  # the fitted PCA, for evaluate's denoising baseline
     (folder / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     return folder
 

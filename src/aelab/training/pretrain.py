@@ -2,8 +2,9 @@
 
 Each layer is one fit of a `GreedyLayerModule` with the variant's MLflow logger, so every phase has its own curves in
 the run (`pretrain/layer1/loss`, `pretrain/layer1/val_loss`, ..., then `train/*`, `val/*`). A phase checkpoints
-under `<checkpoint dir>/pretrain/layerK/` and, when finished, leaves `layerK.pt` (the whole model's weights): an
-interrupted run resumes inside the phase it was in and skips the finished ones.
+under `<checkpoint dir>/pretrain/layerK/` and, when finished, leaves `layerK.pt` (the whole model's weights, written
+atomically): an interrupted run resumes inside the phase it was in and skips the finished ones; an unreadable
+`layerK.pt` or phase checkpoint is moved aside (`*.corrupt`) and that phase trained again.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from aelab.config import Params
 from aelab.data.datamodule import AutoencoderDataModule
+from aelab.fileio import atomic_save
 from aelab.models.greedy import GreedyLayerModule
 from aelab.models.layered import LayeredAutoencoder
+from aelab.training.checkpoints import read_checkpoint, resume_point
 from aelab.training.trainer import build_trainer, fit
 
 
@@ -49,19 +51,21 @@ def pretrain_layers(
         name = f"layer{index + 1}"
         finished = folder / f"{name}.pt" if folder is not None else None
         if finished is not None and finished.exists() and not restart:
-            module.load_state_dict(torch.load(finished, map_location="cpu", weights_only=True))
-            continue
+            weights = read_checkpoint(finished)  # an unreadable one is moved aside and the phase trained again
+            if weights is not None:
+                module.load_state_dict(weights)
+                continue
         phase = GreedyLayerModule(module, index)
         phase_dir = folder / name if folder is not None else None
         trainer = build_trainer(params, phase_dir, logger, max_epochs=epochs, monitor=phase.monitor)
-        last = phase_dir / "last.ckpt" if phase_dir is not None else None
+        last = resume_point(phase_dir) if phase_dir is not None and not restart else None
         try:
             with warnings.catch_warnings():  # the frozen layers are in eval mode on purpose
                 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-                fit(trainer, phase, dm, ckpt_path=last if last is not None and last.exists() and not restart else None)
+                fit(trainer, phase, dm, ckpt_path=last, weights_only=True)
         finally:
             module.requires_grad_(True)
         if finished is not None and trainer.is_global_zero:
-            torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, finished)
+            atomic_save({k: v.detach().cpu() for k, v in module.state_dict().items()}, finished)
     module.train()  # the phases leave lower layers in eval mode, and Lightning keeps whatever mode it is given
     return module.n_layers * epochs

@@ -25,11 +25,13 @@ from aelab.config import Params, flatten
 from aelab.data.corruptions import build_corruption
 from aelab.data.datamodule import AutoencoderDataModule
 from aelab.data.prepared import PreparedData
+from aelab.fileio import FolderLock
 from aelab.models import VARIANT_CLASSES, build_module, module_options
 from aelab.models.base import AutoencoderModule
 from aelab.paths import CHECKPOINTS_DIR, COMPLETE_MARKER, MODELS_DIR, TUNED
 from aelab.serving.bundle import write_bundle
 from aelab.tracking import mlflow_logger, run_tags, tracking_uri
+from aelab.training.checkpoints import resume_point
 from aelab.training.digest import digest, without_placement
 from aelab.training.pretrain import pretrain_layers
 from aelab.training.trainer import FreshStart, build_trainer, fit
@@ -93,7 +95,8 @@ def fit_module(
 ) -> Fitted:
     """Train `variant` on `data` the one way every path does (pipeline, one-class models, Optuna trials).
 
-    With `ckpt_dir`, the fit checkpoints there and resumes from `last.ckpt` unless `restart`; layered variants
+    With `ckpt_dir`, the fit checkpoints there (atomically) and resumes from `last.ckpt`, else `best.ckpt`, unless
+    `restart`; an unreadable checkpoint is moved aside with a one-line warning, never a dead end. Layered variants
     with `pretrain` are pre-trained greedily first (each phase resumable). `on_trainer(trainer, fresh)` runs once
     the trainer exists, before any training (the pipeline opens its MLflow run there). A diverging loss raises
     `TrainingError`, Ctrl-C `KeyboardInterrupt`.
@@ -101,8 +104,9 @@ def fit_module(
     L.seed_everything(params.seed, workers=True, verbose=False)
     module = build_module(params, variant, data.n_features, data.image_shape)
     dm = build_datamodule(params, variant, data)
-    last = ckpt_dir / "last.ckpt" if ckpt_dir is not None else None
-    fresh = restart or last is None or not last.exists()
+    # `last.ckpt`, else `best.ckpt`; an unreadable one is moved aside (`*.corrupt`) and never blocks the run
+    resume_from = None if restart or ckpt_dir is None else resume_point(ckpt_dir)
+    fresh = resume_from is None
     callbacks = list(callbacks or [])
     if ckpt_dir is not None:
         callbacks.append(FreshStart(ckpt_dir, enabled=fresh))
@@ -114,7 +118,7 @@ def fit_module(
         skip = not fresh  # fine-tuning has started: its checkpoint holds the pre-trained weights
         pretrain_epochs = pretrain_layers(params, variant, module, dm, logger, ckpt_dir, skip=skip, restart=restart)
     compiled = torch.compile(module) if params.train.compile else module
-    fit(trainer, compiled, dm, ckpt_path=None if fresh else last)
+    fit(trainer, compiled, dm, ckpt_path=resume_from, weights_only=True)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:
         module = VARIANT_CLASSES[variant].load_from_checkpoint(best, map_location="cpu", weights_only=True)
@@ -141,12 +145,31 @@ def train_variant(
     """Train `variant` (its class and params); `name` (default: the variant) names its outputs and MLflow run.
 
     `run_name`/`extra_tags`: for auxiliary runs (the layered variants' from-scratch baseline, a child run).
+    A second process training the same run stops at once with a one-line `BusyError` naming the first one's pid:
+    global rank zero holds a lock on the run's checkpoint folder (its other ranks share the folder) until the
+    model, run files and MLflow artifacts are written.
     """
+    name = name or variant
+    ckpt_dir = checkpoint_dir(params, variant, data, CHECKPOINTS_DIR / name)
+    if rank_zero_only.rank != 0:
+        return _train_run(params, variant, data, out, name, ckpt_dir, run_name, extra_tags)
+    with FolderLock(ckpt_dir, "training this run"):
+        return _train_run(params, variant, data, out, name, ckpt_dir, run_name, extra_tags)
+
+
+def _train_run(
+    params: Params,
+    variant: str,
+    data: PreparedData,
+    out: Path,
+    name: str,
+    ckpt_dir: Path,
+    run_name: str | None,
+    extra_tags: dict[str, str] | None,
+) -> TrainResult:
     from aelab.training.artifacts import log_artifacts
 
-    name = name or variant
     cfg = params.variant(variant)
-    ckpt_dir = checkpoint_dir(params, variant, data, CHECKPOINTS_DIR / name)
     state_file = ckpt_dir / "run.json"
     # Every process takes the same decision from the same files; rank zero clears them later (`FreshStart`).
     finished = (ckpt_dir / COMPLETE_MARKER).exists()
@@ -170,7 +193,7 @@ def train_variant(
         # The global batch is `train.batch_size`, split over `world_size` processes (see AutoencoderDataModule).
         logger.log_hyperparams({**flatten(params), "world_size": trainer.world_size})
         if not fresh:
-            Console(stderr=True).print(f"{name}: resuming from {ckpt_dir / 'last.ckpt'} (MLflow run {logger.run_id})")
+            Console(stderr=True).print(f"{name}: resuming from {ckpt_dir} (MLflow run {logger.run_id})")
 
     fitted = fit_module(params, variant, data, ckpt_dir, logger, restart=restart, on_trainer=open_run)
     trainer, module = fitted.trainer, fitted.module

@@ -55,6 +55,10 @@ def build_trainer(
         callbacks.append(
             ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_last=True)
         )
+    if ckpt_dir is not None and not _own_checkpoint_writer(t.strategy, t.accelerator):
+        from aelab.training.checkpoints import AtomicCheckpointIO
+
+        overrides.setdefault("plugins", [AtomicCheckpointIO()])
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=t.early_stopping_patience))
     options: dict[str, Any] = dict(
@@ -78,6 +82,11 @@ def build_trainer(
     )
     options.update(overrides)
     return L.Trainer(**options)
+
+
+def _own_checkpoint_writer(strategy: str, accelerator: str) -> bool:
+    """Strategies that write checkpoints their own way (DeepSpeed, XLA/TPU) keep Lightning's writer."""
+    return any(word in f"{strategy} {accelerator}".lower() for word in ("deepspeed", "xla", "tpu"))
 
 
 def fit(trainer: L.Trainer, module: L.LightningModule, dm: L.LightningDataModule, **fit_kwargs: Any) -> None:
