@@ -42,6 +42,8 @@ class Fitted:
     module: AutoencoderModule
     """The lowest-`val/loss` module of the fit (the last one where no checkpoint was written)."""
     trainer: L.Trainer
+    datamodule: AutoencoderDataModule
+    """The data it was fitted on (the trainer forgets it under `ddp_spawn`, which fits in child processes)."""
     pretrain_epochs: int
     best_path: str
 
@@ -122,7 +124,7 @@ def fit_module(
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:
         module = VARIANT_CLASSES[variant].load_from_checkpoint(best, map_location="cpu", weights_only=True)
-    return Fitted(module, trainer, pretrain_epochs, best)
+    return Fitted(module, trainer, dm, pretrain_epochs, best)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -197,7 +199,7 @@ def _train_run(
 
     fitted = fit_module(params, variant, data, ckpt_dir, logger, restart=restart, on_trainer=open_run)
     trainer, module = fitted.trainer, fitted.module
-    tested = trainer.test(module, fitted.trainer.datamodule, verbose=False)[0]
+    tested = trainer.test(module, fitted.datamodule, verbose=False)[0]
     metrics = {k: float(v) for k, v in sorted(tested.items())}
     metrics["best_epoch"] = _checkpoint_epoch(fitted.best_path) if fitted.best_path else -1
     metrics["epochs"] = int(trainer.current_epoch)
@@ -220,7 +222,7 @@ def _train_run(
         (folder / "run.json").write_text(
             json.dumps({"run_id": logger.run_id, "tracking_uri": tracking_uri(params.tracking)})
         )
-        log_artifacts(logger.run_id, params, module, trainer.datamodule, folder)
+        log_artifacts(logger.run_id, params, module, fitted.datamodule, folder)
         (ckpt_dir / COMPLETE_MARKER).touch()
     return TrainResult(module, metrics, logger.run_id if logger else None)
 

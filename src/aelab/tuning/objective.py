@@ -16,7 +16,7 @@ from rich.console import Console
 
 from aelab.config import Params
 from aelab.errors import TrainingError
-from aelab.tracking import git_commit, mlflow_logger, uninterruptible
+from aelab.tracking import git_commit, log_params, mlflow_logger, redact_text, uninterruptible
 from aelab.training.run import fit_module
 from aelab.tuning.runs import end_child, experiment_id, mlflow_client
 from aelab.tuning.space import params_overrides, suggest
@@ -117,7 +117,7 @@ class Objective:
                     console.print(f"[yellow]MLflow run {run_id} left RUNNING ({err}); resuming ends it[/yellow]")
             raise
         except Exception as err:
-            reason = f"{type(err).__name__}: {err}"
+            reason = redact_text(f"{type(err).__name__}: {err}")  # an error message may quote a URL with a password
             trial.set_user_attr(ATTR_FAIL_KIND, "error")
             trial.set_user_attr(ATTR_FAIL_REASON, reason[:2000])
             if run_id:
@@ -133,7 +133,6 @@ class Objective:
     @uninterruptible()
     def _start_child(self, client: Any, trial: optuna.Trial, values: dict[str, Any]) -> str:
         """The trial's MLflow run, nested under the study's run (also when another process made that one)."""
-        from mlflow.entities import Param
 
         ctx = self.ctx
         run = client.create_run(
@@ -151,7 +150,7 @@ class Objective:
         )
         trial.set_user_attr(ATTR_RUN, run.info.run_id)
         logged = {**values, "sampled": ",".join(sorted(trial.params)) or "-", "trial_number": trial.number}
-        client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in sorted(logged.items())])
+        log_params(client, run.info.run_id, logged)
         return run.info.run_id
 
     def _train(self, trial: optuna.Trial, params: Params, run_id: str) -> dict[str, float]:

@@ -8,14 +8,24 @@ from typing import Any
 from optuna.trial import TrialState
 
 from aelab.config import Params, flatten
-from aelab.tracking import artifact_location, git_commit, tracking_uri, uninterruptible
+from aelab.tracking import (
+    artifact_location,
+    check_tracking_uri,
+    git_commit,
+    log_params,
+    redact_text,
+    tracking_uri,
+    uninterruptible,
+)
 from aelab.tuning.study import ATTR_FAIL_KIND, ATTR_FAIL_REASON, ATTR_PARENT_RUN, UNFINISHED, StudyContext
 
 
 def mlflow_client(params: Params):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri(params.tracking))
+    uri = tracking_uri(params.tracking)
+    check_tracking_uri(uri)  # a bad URI or a silent server: one line in seconds, not minutes of retries
+    return MlflowClient(uri)
 
 
 def experiment_id(client: Any, name: str) -> str:
@@ -52,11 +62,10 @@ def ensure_parent_run(ctx: StudyContext) -> str:
             "dvc_stage": "tune",
         },
     )
-    from mlflow.entities import Param
 
     tune_params = {f"tune.{k}": v for k, v in flatten(ctx.params.tune.model_dump(mode="json")).items()}
     tune_params.update({"seed": ctx.params.seed, "search_digest": ctx.digest, "base_variant": ctx.params.tune.variant})
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in sorted(tune_params.items())])
+    log_params(client, run.info.run_id, tune_params)  # redacted: tune.storage may hold a database password
     ctx.study.set_user_attr(ATTR_PARENT_RUN, run.info.run_id)
     return run.info.run_id
 
@@ -65,7 +74,7 @@ def end_child(client: Any, run_id: str, state: str, mlflow_status: str, reason: 
     with uninterruptible():
         client.set_tag(run_id, "optuna.trial_state", state)
         if reason:
-            client.set_tag(run_id, "fail_reason", reason[:5000])
+            client.set_tag(run_id, "fail_reason", redact_text(reason)[:5000])
         client.set_terminated(run_id, mlflow_status)
 
 

@@ -14,6 +14,7 @@ import optuna
 from aelab.config import Params, TuneConfig
 from aelab.errors import ConfigError
 from aelab.paths import STUDIES_DIR, project_root
+from aelab.tuning.journal import repair_journal
 
 HEARTBEAT_S, GRACE_S = 30, 120
 """RDB storages: Optuna's heartbeat interval and the silence after which another worker fails the trial."""
@@ -38,6 +39,7 @@ def open_storage(cfg: TuneConfig, name: str) -> tuple[optuna.storages.BaseStorag
         path = project_root() / STUDIES_DIR / f"{name}.journal" if url is None else project_root() / Path(url)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            repair_journal(path)  # a crash mid-write leaves a torn last record, which Optuna cannot read
             return JournalStorage(JournalFileBackend(str(path))), str(path)
         except OSError as err:
             raise ConfigError(f"tune.storage: cannot write the journal {path} ({err.strerror or err})") from None
