@@ -111,6 +111,7 @@ def test_evaluate_stage_on_tiny_data(tmp_path):
     assert (tmp_path / "evaluation/oneclass/roc.csv").read_text().splitlines()[0] == "fpr,autoencoder,pca"
 
 
+@pytest.mark.slow  # the MNIST originals and per-class training on them: over 10 s
 def test_oneclass_benchmark_writes_a_results_file_the_report_renders(shared_data, tmp_path, monkeypatch):
     from aelab.benchmarks import oneclass as benchmark
 
