@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from aelab.config import load_params, validate_params
 from aelab.data.prepared import PreparedData, Split
-from aelab.stages import tune as tune_stage
+from aelab.tuning import space
 from tests.conftest import REPO, TINY_PARAMS
 
 
@@ -97,7 +97,7 @@ def tiny_raw(**tune):
 
 
 def load_study(project, params):
-    ctx_name = tune_stage.study_name(params, tune_stage.search_digest(params, prepared(project)))
+    ctx_name = space.study_name(params, space.search_digest(params, prepared(project)))
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(project / "data/studies" / f"{ctx_name}.journal"))
     )

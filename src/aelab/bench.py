@@ -202,7 +202,8 @@ class _StepTimer(L.Callback):
 def run_lightning(
     params: Params, variant: str, data: PreparedData, module: AutoencoderModule, options: BenchOptions
 ) -> PathResult:
-    from aelab.stages.train import build_datamodule, build_trainer
+    from aelab.training.run import build_datamodule
+    from aelab.training.trainer import build_trainer
 
     dm = build_datamodule(params, variant, data)
     timer = _StepTimer(options.warmup, options.steps, torch.device("cpu"))
@@ -233,7 +234,7 @@ def run_bare(
     params: Params, data: PreparedData, module: AutoencoderModule, device: torch.device, options: BenchOptions
 ) -> PathResult:
     """The hand-written loop: resident data, a permutation per epoch, index batches, the same loss and optimiser."""
-    from aelab.stages.train import build_datamodule
+    from aelab.training.run import build_datamodule
 
     corruption = build_datamodule(params, module.variant, data).corruption
     precision = params.train.precision

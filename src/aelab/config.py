@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -59,23 +59,40 @@ class DataConfig(Section):
         return self
 
 
-class GaussianNoiseConfig(Section):
+class CorruptionSection(Section):
+    """A corruption kind's settings; `level_key` names the field that sets its strength (used in metric names)."""
+
+    level_key: ClassVar[str]
+
+    @property
+    def level(self) -> float:
+        return float(getattr(self, self.level_key))
+
+
+class GaussianNoiseConfig(CorruptionSection):
+    level_key: ClassVar[str] = "sigma"
     kind: Literal["gaussian"]
     sigma: Annotated[float, Field(gt=0.0)]
     clip: bool = True
 
 
-class SaltAndPepperConfig(Section):
+class SaltAndPepperConfig(CorruptionSection):
+    level_key: ClassVar[str] = "ratio"
     kind: Literal["salt_pepper"]
     ratio: Annotated[float, Field(gt=0.0, le=1.0)]
 
 
-class MaskingConfig(Section):
+class MaskingConfig(CorruptionSection):
+    level_key: ClassVar[str] = "p"
     kind: Literal["masking"]
     p: Probability
 
 
 CorruptionConfig = Annotated[GaussianNoiseConfig | SaltAndPepperConfig | MaskingConfig, Field(discriminator="kind")]
+"""Adding a corruption kind: a settings class here and its `Corruption` class in `aelab.data.corruptions`."""
+CORRUPTION_KINDS = tuple(
+    get_args(kind.model_fields["kind"].annotation)[0] for kind in get_args(get_args(CorruptionConfig)[0])
+)
 
 
 class ModelConfig(Section):
@@ -86,7 +103,49 @@ class ModelConfig(Section):
     loss: Literal["mse", "bce"] = "bce"
 
 
+class SparsityConfig(Section):
+    """The sparse variant's KL penalty, as an option of the layered variants (sigmoid code units)."""
+
+    rho: Probability = 0.05
+    beta: Annotated[float, Field(ge=0.0)] = 1.0
+
+
 class VariantConfig(Section):
+    """Fields every variant has, so code never asks which variant it holds; a variant that cannot use one of them
+    rejects a value other than the default, naming the key."""
+
+    takes_corruption: ClassVar[bool] = False
+    layered: ClassVar[bool] = False
+    """Built as a stack of layers (stacked, conv): takes an optional sparsity penalty on the code."""
+    pretrainable: ClassVar[bool] = False
+
+    max_epochs: PositiveInt | None = None
+    """Epochs of (end-to-end) training; empty means train.max_epochs."""
+    corruption: list[CorruptionConfig] = []
+    """Corrupt the input (denoising), also in every pre-training phase; empty means none."""
+    pretrain: bool = False
+    """Layered variants: train each layer as a shallow autoencoder on the frozen layers below before fine-tuning."""
+    pretrain_epochs: PositiveInt = 5
+    """Epochs per pre-trained layer."""
+    compare_scratch: bool = False
+    """Also train the same network from scratch for the same total epochs and record both in metrics.json."""
+    sparsity: SparsityConfig | None = None
+    """Layered variants: a KL sparsity penalty on the code (stacked: on every layer during pre-training)."""
+
+    @model_validator(mode="after")
+    def _abilities(self) -> VariantConfig:
+        if self.corruption and not self.takes_corruption:
+            raise ValueError("corruption: this variant trains on clean inputs; use the denoising variant")
+        if self.sparsity is not None and not self.layered:
+            raise ValueError("sparsity: applies to layered variants (stacked, conv); use the sparse variant")
+        if (self.pretrain or self.compare_scratch) and not self.pretrainable:
+            raise ValueError(
+                "pretrain / compare_scratch: greedy pre-training needs a layered variant (stacked, stacked_conv)"
+            )
+        return self
+
+
+class DenseConfig(VariantConfig):
     hidden_dims: Annotated[list[PositiveInt], Field(min_length=1)]
     """Encoder layer widths; the last one is the code size. The decoder mirrors them."""
 
@@ -95,55 +154,27 @@ class VariantConfig(Section):
         return self.hidden_dims[-1]
 
 
-class UndercompleteConfig(VariantConfig):
+class UndercompleteConfig(DenseConfig):
     """The code must be smaller than the input (checked once the input size is known)."""
 
 
-class SparseConfig(VariantConfig):
+class SparseConfig(DenseConfig):
     rho: Probability = 0.05
     beta: Annotated[float, Field(ge=0.0)] = 1.0
 
 
-class DenoisingConfig(VariantConfig):
+class DenoisingConfig(DenseConfig):
+    takes_corruption: ClassVar[bool] = True
     corruption: Annotated[list[CorruptionConfig], Field(min_length=1)]
 
 
-class SparsityConfig(Section):
-    """The sparse variant's KL penalty, as an option of the deep variants (sigmoid code units)."""
+class StackedConfig(DenseConfig):
+    """A deep MLP, pre-trained greedily layer by layer, then fine-tuned end to end."""
 
-    rho: Probability = 0.05
-    beta: Annotated[float, Field(ge=0.0)] = 1.0
-
-
-class DeepVariantConfig(Section):
-    """Options shared by the stacked and convolutional variants."""
-
-    max_epochs: PositiveInt | None = None
-    """Epochs of (end-to-end) training; empty means train.max_epochs."""
-    sparsity: SparsityConfig | None = None
-    """A KL sparsity penalty on the code (and, for stacked, on every layer during pre-training)."""
-    corruption: list[CorruptionConfig] = []
-    """Corrupt the input (denoising), also in every pre-training phase; empty means none."""
-
-
-class PretrainFields(Section):
-    """Greedy layer-wise pre-training settings of the stacked variants."""
-
+    takes_corruption: ClassVar[bool] = True
+    layered: ClassVar[bool] = True
+    pretrainable: ClassVar[bool] = True
     pretrain: bool = True
-    """Train each layer as a shallow autoencoder on the frozen layers below before fine-tuning; false skips it."""
-    pretrain_epochs: PositiveInt = 5
-    """Epochs per layer."""
-    compare_scratch: bool = False
-    """Also train the same network from scratch for the same total epochs and record both in metrics.json."""
-
-
-class StackedConfig(PretrainFields, DeepVariantConfig):
-    hidden_dims: Annotated[list[PositiveInt], Field(min_length=1)]
-    """One layer per width; the last one is the code size."""
-
-    @property
-    def code_dim(self) -> int:
-        return self.hidden_dims[-1]
 
 
 class ConvBlockShape(Section):
@@ -164,21 +195,22 @@ class ConvBlockConfig(ConvBlockShape):
     channels: PositiveInt
 
 
-class ConvConfig(DeepVariantConfig):
+class ConvConfig(VariantConfig):
     """A convolutional encoder (image data only), a dense bottleneck code and a mirrored decoder."""
 
+    takes_corruption: ClassVar[bool] = True
+    layered: ClassVar[bool] = True
     blocks: Annotated[list[ConvBlockConfig], Field(min_length=1)]
     code_dim: PositiveInt
     decoder: Literal["transposed", "upsample"] = "transposed"
     """Transposed convolutions, or nearest upsampling followed by a convolution."""
 
-    @property
-    def hidden_dims(self) -> list[int]:
-        return [self.code_dim]
 
-
-class StackedConvConfig(PretrainFields, ConvConfig):
+class StackedConvConfig(ConvConfig):
     """The convolutional variant with its blocks (and the bottleneck) pre-trained greedily."""
+
+    pretrainable: ClassVar[bool] = True
+    pretrain: bool = True
 
 
 _DIGITS_BLOCKS = [ConvBlockConfig(channels=8, stride=2), ConvBlockConfig(channels=16, stride=2)]
@@ -424,9 +456,6 @@ class TunePrunerConfig(Section):
     reduction_factor: Annotated[int, Field(ge=2)] = 3
 
 
-TUNE_OBJECTIVES = ("val/mse", "val/loss", "active_units")
-
-
 TUNABLE = ("sparse", "conv")
 """What `aelab tune` searches: dense layers with a sparse code, or conv blocks with a sparse code (image data)."""
 SPACE_OF = {"sparse": ("depth",), "conv": ("blocks", "channels")}
@@ -484,14 +513,27 @@ class Params(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     tune: TuneConfig = TuneConfig()
 
-    def variant(self, name: str) -> VariantConfig | StackedConfig | ConvConfig:
+    def variant(self, name: str) -> VariantConfig:
         if name not in VARIANTS:
             raise ConfigError(f"unknown variant {name!r}; allowed: {', '.join(VARIANTS)}")
         return getattr(self.variants, name)
 
+    def derive(self, changes: Mapping[str, Any], source: str) -> Params:
+        """A validated copy with a nested fragment of changes merged in (a trial's values, a baseline's settings);
+        `source` names where the changes come from in error messages."""
+        return validate_params(_merge(self.model_dump(mode="json"), changes), source=source)
+
     @property
     def pca_components(self) -> int:
         return self.reduce.pca_components or self.variants.undercomplete.code_dim
+
+
+def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        nested = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+        merged[key] = _merge(merged[key], value) if nested else value
+    return merged
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -548,7 +590,7 @@ def _section_class(annotation: Any) -> type[BaseModel] | None:
 def _format_error(source: str, err: ValidationError) -> str:
     messages = []
     for item in err.errors():
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p in {"gaussian", "salt_pepper", "masking"}))
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p in CORRUPTION_KINDS))
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         if item["type"] == "extra_forbidden":
             allowed = _allowed_keys(Params, loc[:-1])

@@ -13,9 +13,22 @@ METRICS_FILE = Path("data/metrics.json")
 TUNE_DIR = Path("data/tune")
 BEST_PARAMS_FILE = TUNE_DIR / "best_params.yaml"
 """The best trial of `aelab tune`, read by `aelab train --variant tuned` (a DVC output and params file)."""
+RESULTS_DIR = Path("docs/results")
+"""Benchmark results (JSON) and their generated tables, under the project root: documentation, not package data."""
 STUDIES_DIR = Path("data/studies")
 """Default Optuna journals, under the real project root: never a DVC output, never inside an experiment copy."""
 TUNED = "tuned"
+"""The variant name under which `aelab train` trains the best trial of `aelab tune`."""
+CHECKPOINTS_DIR = Path("data/checkpoints")
+"""Resumable training state, one folder per run digest: outside DVC's outputs, so a failed run is never lost."""
+ONECLASS_CHECKPOINTS = CHECKPOINTS_DIR / "oneclass"
+"""The per-class models of `evaluate`'s one-class study, cached and resumable like the variants."""
+COMPLETE_MARKER = "complete"
+"""Left in a checkpoint folder by a finished run: running it again starts afresh instead of resuming."""
+RAW_DIR = Path("data/raw")
+"""Downloaded MNIST / Fashion-MNIST IDX files (`data.download: true`), one folder per dataset."""
+MODEL_FILE = "model.pt"
+"""A trained variant's weights and constructor arguments (loads with `weights_only=True`)."""
 
 _DVC_TEMP_EXPS = Path(".dvc") / "tmp" / "exps"
 

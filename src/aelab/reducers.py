@@ -14,8 +14,7 @@ from aelab.models import load_model
 class AutoencoderReducer(TransformerMixin, BaseEstimator):
     """Codes from a trained autoencoder's encoder; `inverse_transform` decodes them.
 
-    `fit` trains the configured variant on X (a quick way into scikit-learn pipelines); the pipeline's `reduce`
-    stage instead loads the model that `train` saved, with `AutoencoderReducer.load`.
+    Made from the model that `train` saved, with `AutoencoderReducer.load`; `fit` leaves it as it is.
     """
 
     def __init__(self, variant: str = "undercomplete", params=None, batch_size: int = 4096) -> None:
@@ -32,19 +31,7 @@ class AutoencoderReducer(TransformerMixin, BaseEstimator):
         return reducer
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> AutoencoderReducer:
-        from aelab.config import load_params
-        from aelab.data.prepared import PreparedData, Split
-        from aelab.stages.train import train_variant
-
-        params = self.params or load_params()
-        X = np.asarray(X, dtype=np.float32)
-        rng = np.random.default_rng(params.seed)
-        order = rng.permutation(len(X))
-        n_val = max(1, len(X) // 10)
-        val, train = X[order[:n_val]], X[order[n_val:]]
-        data = PreparedData(Split(train, None), Split(val, None), Split(val, None), meta={"name": "fit"})
-        self.module_ = train_variant(params, self.variant, data, out=Path("data/models/fit")).module
-        self.n_features_in_ = X.shape[1]
+        """A loaded model is already fitted (scikit-learn's `Pipeline` calls `fit` anyway)."""
         return self
 
     def _apply(self, fn, X: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ def layer_loss(module, index: int, data: PreparedData) -> float:
     ],
 )
 def test_greedy_pretraining_trains_each_layer_and_freezes_the_others(tmp_path, digits, variant, settings) -> None:
-    from aelab.stages.pretrain import pretrain_layers
+    from aelab.training.pretrain import pretrain_layers
 
     settings = dict(settings)
     dropout = settings.pop("model_dropout", 0.0)
@@ -78,7 +78,7 @@ def test_greedy_pretraining_trains_each_layer_and_freezes_the_others(tmp_path, d
 
 def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, digits) -> None:
     """Finished phases are skipped, an unfinished one resumes from its checkpoint: same weights as one unbroken run."""
-    from aelab.stages.pretrain import pretrain_layers
+    from aelab.training.pretrain import pretrain_layers
 
     params = make_params(stacked={"hidden_dims": [32, 16, 8], "pretrain_epochs": 2})
     dm = AutoencoderDataModule(digits, batch_size=32, seed=params.seed)
@@ -115,7 +115,7 @@ DEEP_VARIANTS = {
 @pytest.mark.parametrize("variant", list(DEEP_VARIANTS))
 def test_deep_variant_trains_saves_and_loads(project, digits, variant) -> None:
     from aelab.reducers import AutoencoderReducer
-    from aelab.stages.train import train_variant
+    from aelab.training.run import train_variant
 
     overrides = {"tracking": {"uri": f"sqlite:///{project / 'mlruns' / 'mlflow.db'}", "log_model": False}}
     params = make_params(overrides, **{variant: DEEP_VARIANTS[variant]})

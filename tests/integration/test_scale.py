@@ -18,7 +18,7 @@ pytestmark = pytest.mark.project(params="repo", prepared=True)
 # ---- training runs ---------------------------------------------------------------------------------------------
 def test_a_finished_training_run_again_starts_a_new_run(project: Path) -> None:
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import train_variant
+    from aelab.training.run import train_variant
 
     data = load_prepared(Path("data/prepared"))
     one = train_variant(params("train.max_epochs=1"), "undercomplete", data)
@@ -34,7 +34,7 @@ def test_a_finished_training_run_again_starts_a_new_run(project: Path) -> None:
 
 def test_diverging_loss_is_reported_within_a_few_steps(project: Path) -> None:
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import train_variant
+    from aelab.training.run import train_variant
 
     data = load_prepared(Path("data/prepared"))
     bad = PreparedData(Split(data.train.x * float("nan"), None), data.val, data.test, data.meta)
@@ -46,7 +46,7 @@ def test_diverging_loss_is_reported_within_a_few_steps(project: Path) -> None:
 def test_compiled_training_matches_eager_training(project: Path) -> None:
     """`train.compile` runs the module through torch.compile (inductor needs a C compiler on CPU)."""
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import train_variant
+    from aelab.training.run import train_variant
 
     data = load_prepared(Path("data/prepared"))
     eager = train_variant(params("train.max_epochs=1"), "sparse", data).metrics
@@ -91,7 +91,7 @@ def test_data_resident_on_the_gpu_and_batches_stay_there(project: Path) -> None:
     import lightning as L
 
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import build_datamodule
+    from aelab.training.run import build_datamodule
 
     dm = build_datamodule(params("train.accelerator=cuda"), "denoising", load_prepared(Path("data/prepared")))
     trainer = L.Trainer(accelerator="cuda", devices=1, logger=False, max_steps=1)
@@ -109,7 +109,7 @@ def test_data_resident_on_the_gpu_and_batches_stay_there(project: Path) -> None:
 @pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
 def test_training_on_the_gpu(project: Path, precision: str) -> None:
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import train_variant
+    from aelab.training.run import train_variant
 
     overrides = ("train.accelerator=cuda", f"train.precision='{precision}'")
     result = train_variant(params(*overrides), "sparse", load_prepared(Path("data/prepared")))

@@ -6,8 +6,8 @@ import pytest
 
 from aelab.config import validate_params
 from aelab.errors import TrainingError
-from aelab.stages.train import train_variant
 from aelab.tracking import tracking_uri
+from aelab.training.run import train_variant
 from tests.conftest import TINY_PARAMS
 
 
@@ -52,7 +52,8 @@ def test_ctrl_c_surfaces_as_keyboard_interrupt_on_every_training_path(prepared_d
     import lightning as L
 
     from aelab.models import build_module
-    from aelab.stages.train import build_datamodule, build_trainer, fit_or_interrupt
+    from aelab.training.run import build_datamodule
+    from aelab.training.trainer import build_trainer, fit
 
     class CtrlC(L.Callback):
         def on_train_epoch_start(self, trainer, module):
@@ -61,4 +62,4 @@ def test_ctrl_c_surfaces_as_keyboard_interrupt_on_every_training_path(prepared_d
     module = build_module(tiny_params, "undercomplete", prepared_digits.n_features)
     trainer = build_trainer(tiny_params, None, False, callbacks=[CtrlC()])
     with pytest.raises(KeyboardInterrupt):
-        fit_or_interrupt(trainer, module, build_datamodule(tiny_params, "undercomplete", prepared_digits))
+        fit(trainer, module, build_datamodule(tiny_params, "undercomplete", prepared_digits))

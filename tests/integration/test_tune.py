@@ -15,7 +15,8 @@ from aelab.config import validate_params
 from aelab.errors import ConfigError, TrainingError
 from aelab.paths import BEST_PARAMS_FILE
 from aelab.stages import train as train_stage
-from aelab.stages import tune as tune_stage
+from aelab.tuning import objective, search, storage
+from aelab.tuning import study as tuning_study
 from tests.helpers import TINY_TUNE, finished, load_study, prepared, states, tiny_raw, tune_runs
 
 pytestmark = pytest.mark.project(params=tiny_raw(), prepared=True)
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.project(params=tiny_raw(), prepared=True)
 
 def test_tiny_search_with_pruning_completes_and_tracks_every_trial(project):
     params = validate_params(tiny_raw(n_trials=6))
-    result = tune_stage.tune(params, prepared(project))
+    result = search.tune(params, prepared(project))
     study = load_study(project, params)
     assert finished(study) == 6 and TrialState.FAIL not in states(study)
     assert TrialState.PRUNED in states(study), "the median pruner should stop at least one of six trials"
@@ -34,7 +35,7 @@ def test_tiny_search_with_pruning_completes_and_tracks_every_trial(project):
     children = [r for r in runs if r.data.tags.get("aelab.role") == "trial"]
     assert len(parents) == 1 and len(children) == 6
     parent = parents[0]
-    assert study.user_attrs[tune_stage.ATTR_PARENT_RUN] == parent.info.run_id
+    assert study.user_attrs[tuning_study.ATTR_PARENT_RUN] == parent.info.run_id
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     by_number = {int(r.data.tags["optuna.trial_number"]): r for r in children}
     for trial in study.trials:
@@ -58,26 +59,26 @@ def test_tiny_search_with_pruning_completes_and_tracks_every_trial(project):
 
 
 def test_rerun_continues_the_study_and_counts_earlier_trials(project):
-    tune_stage.tune(validate_params(tiny_raw(n_trials=2)), prepared(project))
+    search.tune(validate_params(tiny_raw(n_trials=2)), prepared(project))
     params = validate_params(tiny_raw(n_trials=3))
-    tune_stage.tune(params, prepared(project))
+    search.tune(params, prepared(project))
     study = load_study(project, params)
     assert len(study.trials) == 3 and finished(study) == 3
     assert len([r for r in tune_runs(project) if r.data.tags.get("aelab.role") == "study"]) == 1
-    tune_stage.tune(params, prepared(project))  # budget already met: no new trial
+    search.tune(params, prepared(project))  # budget already met: no new trial
     assert len(load_study(project, params).trials) == 3
 
 
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(project, monkeypatch):
-    real_fit = train_stage.fit_trial
+    real_fit = objective.fit_module
 
-    def fit_that_fails_once(params, variant, data, logger, callbacks, max_epochs):
+    def fit_that_fails_once(params, variant, data, **kwargs):
         if params.variants.sparse.hidden_dims == failing["dims"]:
             raise TrainingError("sparse: loss became nan at epoch 0, step 3")
-        return real_fit(params, variant, data, logger, callbacks, max_epochs)
+        return real_fit(params, variant, data, **kwargs)
 
     failing = {"dims": None}
-    original_suggest = tune_stage.suggest
+    original_suggest = objective.suggest
 
     def suggest(trial, cfg, default_lr):
         values = original_suggest(trial, cfg, default_lr)
@@ -85,10 +86,10 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(proj
             failing["dims"] = [values["hidden_units"]]
         return values
 
-    monkeypatch.setattr(train_stage, "fit_trial", fit_that_fails_once)
-    monkeypatch.setattr(tune_stage, "suggest", suggest)
+    monkeypatch.setattr(objective, "fit_module", fit_that_fails_once)
+    monkeypatch.setattr(objective, "suggest", suggest)
     params = validate_params(tiny_raw(n_trials=3, pruner={"kind": "none"}))
-    tune_stage.tune(params, prepared(project))
+    search.tune(params, prepared(project))
     study = load_study(project, params)
     assert states(study) == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert "loss became nan" in study.trials[1].user_attrs["fail_reason"]
@@ -99,7 +100,7 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(proj
 def test_best_params_file_feeds_the_tuned_variant(project):
     raw = {**tiny_raw(n_trials=2, pruner={"kind": "none"}), "tracking": {"log_model": False}}
     params = validate_params(raw)
-    tune_stage.tune(params, prepared(project))
+    search.tune(params, prepared(project))
     best = yaml.safe_load(BEST_PARAMS_FILE.read_text())
     study = load_study(project, params)
     assert best["trial"] == study.best_trial.number and best["variant"] == "sparse"
@@ -126,7 +127,7 @@ def test_conv_search_over_blocks_and_widths_feeds_the_tuned_variant(project):
     raw = {**tiny_raw(variant="conv", n_trials=3, max_epochs=1, pruner={"kind": "none"}, space=space)}
     raw["tracking"] = {"log_model": False}
     params = validate_params(raw)
-    tune_stage.tune(params, prepared(project))
+    search.tune(params, prepared(project))
     study = load_study(project, params)
     assert study.study_name.startswith("conv-") and finished(study) == 3
     assert {"blocks", "channels", "hidden_units", "rho", "beta", "lr"} == set(study.best_params)
@@ -194,16 +195,16 @@ def test_sqlite_with_parallel_workers_is_refused(project, capsys):
 
 
 def test_changed_settings_under_the_same_study_name_are_refused(project):
-    tune_stage.tune(validate_params(tiny_raw(n_trials=1, study="mine")), prepared(project))
+    search.tune(validate_params(tiny_raw(n_trials=1, study="mine")), prepared(project))
     with pytest.raises(ConfigError, match="study 'mine' .* was made with other search settings"):
-        tune_stage.tune(validate_params(tiny_raw(n_trials=1, study="mine", max_epochs=3)), prepared(project))
+        search.tune(validate_params(tiny_raw(n_trials=1, study="mine", max_epochs=3)), prepared(project))
 
 
 def test_multi_objective_search_reports_a_pareto_front(project):
     params = validate_params(
         tiny_raw(n_trials=3, max_epochs=2, objectives=["val/mse", "active_units"], pruner={"kind": "none"})
     )
-    result = tune_stage.tune(params, prepared(project))
+    result = search.tune(params, prepared(project))
     study = load_study(project, params)
     assert len(study.directions) == 2 and finished(study) == 3
     assert result["best"]["trial"] in {t.number for t in study.best_trials}
@@ -216,28 +217,28 @@ def test_multi_objective_search_reports_a_pareto_front(project):
 
 def test_hyperband_pruner_search_completes(project):
     params = validate_params(tiny_raw(n_trials=3, pruner={"kind": "hyperband", "min_resource": 1}))
-    tune_stage.tune(params, prepared(project))
+    search.tune(params, prepared(project))
     study = load_study(project, params)
-    assert isinstance(tune_stage.make_pruner(params.tune), optuna.pruners.HyperbandPruner)
+    assert isinstance(storage.make_pruner(params.tune), optuna.pruners.HyperbandPruner)
     assert finished(study) == 3 and TrialState.FAIL not in states(study)
 
 
 def test_an_rdb_url_is_accepted_as_storage(project):
     url = f"sqlite:///{project / 'optuna.db'}"
     params = validate_params(tiny_raw(n_trials=2, max_epochs=2, storage=url, study="rdb"))
-    tune_stage.tune(params, prepared(project))
+    search.tune(params, prepared(project))
     study = optuna.load_study(study_name="rdb", storage=url)
     assert finished(study) == 2 and not list(project.glob("data/studies/*.journal"))
-    assert study.user_attrs[tune_stage.ATTR_PARENT_RUN]
+    assert study.user_attrs[tuning_study.ATTR_PARENT_RUN]
 
 
 def test_a_trial_asked_beyond_the_budget_is_failed_before_it_trains(project, monkeypatch):
     """What a worker on another machine meets when the others used the budget between its count and its ask."""
-    monkeypatch.setattr(train_stage, "fit_trial", lambda *args: pytest.fail("an over-budget trial must not train"))
+    monkeypatch.setattr(objective, "fit_module", lambda *args, **kw: pytest.fail("an over-budget trial must not train"))
     params = validate_params(tiny_raw(n_trials=1))
-    ctx = tune_stage.open_study(params, prepared(project))
+    ctx = search.open_study(params, prepared(project))
     ctx.study.add_trial(optuna.trial.create_trial(value=0.5))
-    ctx.study.optimize(tune_stage.Objective(ctx, budget=1), n_trials=1, catch=(Exception,))
+    ctx.study.optimize(objective.Objective(ctx, budget=1), n_trials=1, catch=(Exception,))
     late = ctx.study.trials[1]
     assert late.state == TrialState.FAIL and late.user_attrs["aelab.fail_kind"] == "over_budget"
     assert not [r for r in tune_runs(project) if r.data.tags.get("aelab.role") == "trial"]
@@ -247,7 +248,7 @@ def test_a_run_the_interrupt_could_not_end_is_ended_when_the_study_resumes(proje
     from mlflow.exceptions import MlflowException
 
     params = validate_params(tiny_raw(n_trials=2, max_epochs=1, pruner={"kind": "none"}))
-    end_child, train = tune_stage._end_child, tune_stage.Objective._train
+    end_child, train = objective.end_child, objective.Objective._train
 
     def interrupted_training(self, trial, params, run_id):
         raise KeyboardInterrupt
@@ -255,19 +256,19 @@ def test_a_run_the_interrupt_could_not_end_is_ended_when_the_study_resumes(proje
     def store_unavailable(client, run_id, state, mlflow_status, reason=None):
         raise MlflowException("(sqlite3.OperationalError) database is locked")
 
-    monkeypatch.setattr(tune_stage.Objective, "_train", interrupted_training)
-    monkeypatch.setattr(tune_stage, "_end_child", store_unavailable)
+    monkeypatch.setattr(objective.Objective, "_train", interrupted_training)
+    monkeypatch.setattr(objective, "end_child", store_unavailable)
     with pytest.raises(KeyboardInterrupt):  # the interrupt wins over the failed bookkeeping
-        tune_stage.tune(params, prepared(project))
+        search.tune(params, prepared(project))
     signal.signal(signal.SIGINT, signal.default_int_handler)
     study = load_study(project, params)
-    assert [t.user_attrs.get(tune_stage.ATTR_FAIL_KIND) for t in study.get_trials()] == ["interrupted"]
+    assert [t.user_attrs.get(tuning_study.ATTR_FAIL_KIND) for t in study.get_trials()] == ["interrupted"]
     (orphan,) = [r for r in tune_runs(project) if r.data.tags.get("aelab.role") == "trial"]
     assert orphan.info.status == "RUNNING"
 
-    monkeypatch.setattr(tune_stage.Objective, "_train", train)
-    monkeypatch.setattr(tune_stage, "_end_child", end_child)
-    tune_stage.tune(params, prepared(project))
+    monkeypatch.setattr(objective.Objective, "_train", train)
+    monkeypatch.setattr(objective, "end_child", end_child)
+    search.tune(params, prepared(project))
     trial_runs = [r for r in tune_runs(project) if r.data.tags.get("aelab.role") == "trial"]
     runs = {r.data.tags["optuna.trial_number"]: r for r in trial_runs}
     assert runs["0"].info.status == "KILLED" and runs["0"].data.tags["optuna.trial_state"] == "FAIL"

@@ -51,7 +51,7 @@ def metrics(project: Path, variant: str = "undercomplete") -> dict[str, float]:
 # ---- DDP on CPU -----------------------------------------------------------------------------------------------
 def test_two_process_ddp_logs_one_run_and_matches_one_process(project: Path) -> None:
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import train_variant
+    from aelab.training.run import train_variant
 
     ddp = aelab(
         project, "train", "--variant", "undercomplete", "--set", "train.devices=2", "--set", "train.strategy=ddp"
@@ -107,7 +107,7 @@ def test_torchrun_starts_all_ranks_at_once_and_still_logs_one_run(project: Path)
 KILLER = """
 import os, signal, sys
 import lightning as L
-from aelab.stages import train
+from aelab.training import run as train
 
 class Kill(L.Callback):
     def on_train_start(self, trainer, module):
@@ -129,7 +129,7 @@ def test_interrupted_and_killed_training_resumes_to_the_same_result_in_the_same_
     from mlflow import MlflowClient
 
     from aelab.data.prepared import load_prepared
-    from aelab.stages.train import train_variant
+    from aelab.training.run import train_variant
 
     epochs = "train.max_epochs=3"
     args = ["train", "--variant", "denoising", *(x for o in [*FAST, epochs] for x in ("--set", o))]

@@ -10,8 +10,8 @@ import torch
 
 from aelab.config import validate_params
 from aelab.errors import ConfigError
-from aelab.stages import tune as tune_stage
 from aelab.tracking import uninterruptible
+from aelab.tuning import space, worker
 from tests.helpers import tiny_raw
 
 
@@ -21,17 +21,17 @@ def test_conv_search_on_data_without_images_is_refused_before_any_trial():
     x = np.zeros((4, 6), dtype=np.float32)
     flat = PreparedData(Split(x, None), Split(x, None), Split(x, None), meta={})
     with pytest.raises(ConfigError, match=r"tune.variant: conv needs image data, .* tune sparse instead"):
-        tune_stage.check_space(validate_params(tiny_raw(variant="conv")), flat)
+        space.check_space(validate_params(tiny_raw(variant="conv")), flat)
 
 
 def test_workers_are_pinned_one_gpu_each(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
-    assert tune_stage.worker_devices(3, "auto") == ["2", "5", "2"]
-    assert tune_stage.worker_devices(2, "cpu") == [None, None]
+    assert worker.worker_devices(3, "auto") == ["2", "5", "2"]
+    assert worker.worker_devices(2, "cpu") == [None, None]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert tune_stage.worker_devices(2, "gpu") == ["0", "1"]
+    assert worker.worker_devices(2, "gpu") == ["0", "1"]
     assert os.environ.get("CUDA_VISIBLE_DEVICES") is None
 
 

@@ -1,14 +1,14 @@
 """Benchmark: the evaluation study on MNIST or Fashion-MNIST, for comparison with published results.
 
     python -m aelab.benchmarks.published --dataset mnist
-    aelab report --results src/aelab/benchmarks/results/mnist.json
+    aelab report --results docs/results/mnist.json
 
 Runs the pipeline's stages (prepare, train the undercomplete variant, reduce with it and with PCA, evaluate)
 in a work folder (`data/benchmarks/<dataset>/`, resumable: re-running reuses finished checkpoints) on the
 original IDX files in `$AELAB_SHARED_DATA/<dataset>` (default `<repo>/../shared/data`), and writes what was
-obtained, with the exact settings, seed, epochs and wall time per step,
-to `src/aelab/benchmarks/results/<dataset>.json`.
-This is a long run, not a test. Extra `--set key=value` overrides go after the dataset's defaults.
+obtained, with the exact settings, seed, epochs and wall time per step, to `docs/results/<dataset>.json` under
+the project root (paths in it are relative to the project root). This is a long run, not a test.
+Extra `--set key=value` overrides go after the dataset's defaults.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
+from aelab.benchmarks.provenance import command_line, portable_override
 from aelab.config import load_params
-from aelab.paths import project_root
+from aelab.paths import RESULTS_DIR, project_root
 from aelab.stages import evaluate, prepare, reduce, train
 
 REPO = project_root()
-RESULTS = Path(__file__).resolve().parent / "results"
 
 # Hinton and Salakhutdinov's 784-1000-500-250-30 autoencoder; small per-class models for the one-class study.
 DEFAULTS = [
@@ -52,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, choices=sorted(EPOCHS))
     parser.add_argument("--epochs", type=int, default=None, help="autoencoder epochs (default: mnist 20, fashion 3)")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default data/benchmarks/<dataset>)")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="results JSON (default src/aelab/benchmarks/results/<dataset>)"
-    )
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (default docs/results/<dataset>.json)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument(
         "--evaluate-only",
@@ -72,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         *args.overrides,
     ]
     params = load_params(REPO / "params.yaml", overrides)
-    out = (args.out or RESULTS / f"{args.dataset}.json").resolve()
+    out = (args.out or project_root() / RESULTS_DIR / f"{args.dataset}.json").resolve()
+    command = command_line("aelab.benchmarks.published", argv if argv is not None else sys.argv[1:])
     work = (args.work or REPO / "data" / "benchmarks" / args.dataset).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)  # the stages read and write `data/...` relative to the working directory
@@ -98,13 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     trained = json.loads((work / "data/models/undercomplete/metrics.json").read_text())
     results = {
         "dataset": args.dataset,
-        "command": " && ".join(
-            filter(
-                None,
-                [previous.get("command"), "python -m aelab.benchmarks.published " + " ".join(argv or sys.argv[1:])],
-            )
-        ),
-        "overrides": overrides[2:],
+        "command": " && ".join(filter(None, [previous.get("command"), command])),
+        "overrides": [o for o in map(portable_override, overrides[2:]) if o is not None],
         "seed": params.seed,
         "autoencoder": {
             "hidden_dims": params.variants.undercomplete.hidden_dims,

@@ -7,6 +7,7 @@ leaves the device.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -15,7 +16,13 @@ from aelab.config import CorruptionConfig, GaussianNoiseConfig, MaskingConfig, S
 
 
 class Corruption:
-    """Base class: `corrupt(x, generator)` returns a corrupted copy of `x` (values in [0, 1] stay there)."""
+    """Base class: `corrupt(x, generator)` returns a corrupted copy of `x` (values in [0, 1] stay there).
+
+    A kind is one subclass naming its settings class (`settings`), whose fields other than `kind` are its
+    constructor's arguments; `build_corruption` finds it by that class.
+    """
+
+    settings: ClassVar[type]
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
@@ -27,6 +34,8 @@ class Corruption:
 
 class GaussianNoise(Corruption):
     """Additive N(0, sigma^2) noise, clipped to [0, 1] by default."""
+
+    settings = GaussianNoiseConfig
 
     def __init__(self, sigma: float, clip: bool = True) -> None:
         self.sigma = sigma
@@ -40,6 +49,8 @@ class GaussianNoise(Corruption):
 class SaltAndPepper(Corruption):
     """A fraction `ratio` of the entries is replaced, half by 0 (pepper) and half by 1 (salt)."""
 
+    settings = SaltAndPepperConfig
+
     def __init__(self, ratio: float) -> None:
         self.ratio = ratio
 
@@ -51,6 +62,8 @@ class SaltAndPepper(Corruption):
 
 class Masking(Corruption):
     """Masking noise (dropout of inputs): each entry is set to 0 with probability `p`."""
+
+    settings = MaskingConfig
 
     def __init__(self, p: float) -> None:
         self.p = p
@@ -72,16 +85,13 @@ class Compose(Corruption):
         return x
 
 
+KINDS: dict[type, type[Corruption]] = {kind.settings: kind for kind in (GaussianNoise, SaltAndPepper, Masking)}
+"""Every corruption kind, by its settings class."""
+
+
 def build_corruption(configs: Sequence[CorruptionConfig]) -> Corruption | None:
     """The configured corruption, or None for none."""
-    built: list[Corruption] = []
-    for cfg in configs:
-        if isinstance(cfg, GaussianNoiseConfig):
-            built.append(GaussianNoise(cfg.sigma, cfg.clip))
-        elif isinstance(cfg, SaltAndPepperConfig):
-            built.append(SaltAndPepper(cfg.ratio))
-        elif isinstance(cfg, MaskingConfig):
-            built.append(Masking(cfg.p))
+    built = [KINDS[type(cfg)](**cfg.model_dump(exclude={"kind"})) for cfg in configs]
     if not built:
         return None
     return built[0] if len(built) == 1 else Compose(built)

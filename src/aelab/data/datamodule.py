@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -23,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from aelab.data.corruptions import Corruption
-from aelab.data.prepared import PreparedData, load_prepared
+from aelab.data.prepared import PreparedData
 from aelab.errors import ConfigError
 
 _STAGE_SALT = {"train": 0, "val": 1, "test": 2, "predict": 3}
@@ -133,10 +132,6 @@ class AutoencoderDataModule(L.LightningDataModule):
         self.on_training_device = on_training_device
         self.tensors: dict[str, Tensor] = {}
         self._generators: dict[torch.device, torch.Generator] = {}
-
-    @classmethod
-    def from_folder(cls, folder: str | Path, **kwargs) -> AutoencoderDataModule:
-        return cls(load_prepared(Path(folder)), **kwargs)
 
     @property
     def n_features(self) -> int:

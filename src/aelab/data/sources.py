@@ -18,8 +18,7 @@ import numpy as np
 
 from aelab.config import DataConfig
 from aelab.errors import DataError
-
-RAW_DIR = Path("data/raw")
+from aelab.paths import RAW_DIR
 
 
 @dataclass(frozen=True)

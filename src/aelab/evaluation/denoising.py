@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from aelab.config import CorruptionConfig, GaussianNoiseConfig, MaskingConfig, SaltAndPepperConfig
+from aelab.config import CorruptionConfig
 from aelab.data.corruptions import build_corruption
 
 Denoiser = Callable[[np.ndarray], np.ndarray]
@@ -22,13 +22,7 @@ Denoiser = Callable[[np.ndarray], np.ndarray]
 
 def corruption_name(cfg: CorruptionConfig) -> str:
     """`gaussian_0.3`, `salt_pepper_0.1`, `masking_0.3`: kind and level, used in metric names."""
-    if isinstance(cfg, GaussianNoiseConfig):
-        level = cfg.sigma
-    elif isinstance(cfg, SaltAndPepperConfig):
-        level = cfg.ratio
-    elif isinstance(cfg, MaskingConfig):
-        level = cfg.p
-    return f"{cfg.kind}_{level:g}"
+    return f"{cfg.kind}_{cfg.level:g}"
 
 
 def corrupt(clean: np.ndarray, cfg: CorruptionConfig, seed: int) -> np.ndarray:

@@ -8,19 +8,17 @@ needs no threshold; precision, recall and F1 (anomaly = positive) use a threshol
 of the scores of the normal-only validation samples, as a user without anomalies at hand would set it.
 PCA fitted on the same class, scored by its own reconstruction error, is the classical baseline.
 
-The per-class models are cached under `data/checkpoints/oneclass/<digest>/class_<c>/` (outside DVC's outputs,
+The per-class models are cached under `data/checkpoints/oneclass/<run digest>/class_<c>/` (outside DVC's outputs,
 like `train`'s checkpoints): an interrupted evaluation resumes, a repeated one reuses the finished models.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +30,12 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score, roc_
 from aelab.config import Params
 from aelab.data.prepared import PreparedData, Split
 from aelab.errors import DataError
-from aelab.models import module_options, save_model
+from aelab.models import save_model
+from aelab.paths import MODEL_FILE, ONECLASS_CHECKPOINTS
 from aelab.reducers import AutoencoderReducer
+from aelab.training.run import checkpoint_dir, fit_module
 
-ONECLASS_CHECKPOINTS = Path("data/checkpoints/oneclass")
 METHODS = ("autoencoder", "pca")
-SUMMARY = ("auroc", "precision", "recall", "f1")
 
 
 @dataclass
@@ -104,21 +102,19 @@ def class_subset(data: PreparedData, normal: int) -> PreparedData:
     return PreparedData(Split(train, None), Split(val, None), Split(val, None), meta=meta)
 
 
-def cache_folder(params: Params, subset: PreparedData, root: Path = ONECLASS_CHECKPOINTS) -> Path:
+def class_params(params: Params) -> Params:
+    """The params a per-class model trains with: the variant's, with the one-class epochs and widths."""
     cfg = params.evaluate.oneclass
-    options = module_options(params, cfg.variant, subset.n_features, subset.image_shape)
-    if cfg.hidden_dims:
-        options["hidden_dims"] = list(cfg.hidden_dims)
-    key = {
-        "module": options,
-        "variant": params.variant(cfg.variant).model_dump(mode="json"),
-        "train": params.train.model_dump(mode="json", exclude={"max_epochs", "progress_bar", "log_every_n_steps"}),
-        "max_epochs": cfg.max_epochs,
-        "data": subset.meta,
-        "n_train": len(subset.train.x),
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return root / digest / f"class_{subset.meta['oneclass_normal']}"
+    variant = {"max_epochs": None, **({"hidden_dims": list(cfg.hidden_dims)} if cfg.hidden_dims else {})}
+    changes = {"train": {"max_epochs": cfg.max_epochs}, "variants": {cfg.variant: variant}}
+    return params.derive(changes, "evaluate.oneclass")
+
+
+def cache_folder(params: Params, subset: PreparedData, root: Path = ONECLASS_CHECKPOINTS) -> Path:
+    """The per-class model's checkpoint folder: `<root>/<run digest of its params and the data>/class_<c>/`."""
+    meta = {k: v for k, v in subset.meta.items() if k != "oneclass_normal"}
+    folder = checkpoint_dir(class_params(params), params.evaluate.oneclass.variant, replace(subset, meta=meta), root)
+    return folder / f"class_{subset.meta['oneclass_normal']}"
 
 
 @contextmanager
@@ -137,15 +133,12 @@ def quiet_lightning() -> Iterator[None]:
 
 def class_model(params: Params, subset: PreparedData, root: Path = ONECLASS_CHECKPOINTS) -> AutoencoderReducer:
     """The per-class model: loaded if it was finished before, else trained (resuming its checkpoints) and saved."""
-    from aelab.stages.train import fit_module
-
     folder = cache_folder(params, subset, root)
-    model_file = folder / "model.pt"
+    model_file = folder / MODEL_FILE
     if not model_file.exists():
-        cfg = params.evaluate.oneclass
         with quiet_lightning():
-            module = fit_module(params, cfg.variant, subset, folder, cfg.max_epochs, cfg.hidden_dims)
-        save_model(module, folder / "model.tmp")
+            module = fit_module(class_params(params), params.evaluate.oneclass.variant, subset, folder).module
+        save_model(module.cpu().eval(), folder / "model.tmp")
         (folder / "model.tmp").replace(model_file)  # complete or absent, never half-written
     return AutoencoderReducer.load(model_file)
 

@@ -190,14 +190,14 @@ def provenance(results: dict[str, Any]) -> str:
             layout["hidden_dims"] = oneclass["hidden_dims"]
         lines.append(
             f"- per-class {oneclass.get('variant')} models, {oneclass.get('max_epochs')} epochs each "
-            f"(from `{Path(results.get('params_file', '?')).name}`): `{json.dumps(layout, separators=(',', ':'))}`"
+            f"(from `{Path(results.get('params_file') or '?').name}`): `{json.dumps(layout, separators=(',', ':'))}`"
         )
     return "\n".join(
         [
             *lines,
             f"- settings: {', '.join(f'`{o}`' for o in settings.values())}",
             f"- wall time {wall.get('total', 0) / 60:.1f} min on {machine.get('cpus', '?')} CPUs "
-            f"({machine.get('torch_threads', '?')} torch threads, shared): {steps}"
+            f"({machine.get('torch_threads', '?')} torch threads): {steps}"
             + (
                 f" (reused from the run before: {', '.join(results['reused_steps'])})"
                 if results.get("reused_steps")

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from aelab.config import ConvConfig, DeepVariantConfig, Params, SparseConfig
+from aelab.config import ConvConfig, DenseConfig, Params, SparseConfig
 from aelab.errors import CheckpointError
 from aelab.models.base import AutoencoderModule
 from aelab.models.conv import ConvAutoencoder
@@ -38,7 +38,7 @@ def module_options(
     cfg = params.variant(variant)
     options: dict[str, Any] = {
         "input_dim": input_dim,
-        "hidden_dims": list(cfg.hidden_dims),
+        "hidden_dims": list(cfg.hidden_dims) if isinstance(cfg, DenseConfig) else [cfg.code_dim],
         "activation": params.model.activation,
         "dropout": params.model.dropout,
         "loss": params.model.loss,
@@ -50,8 +50,9 @@ def module_options(
     }
     if isinstance(cfg, SparseConfig):
         options.update(rho=cfg.rho, beta=cfg.beta)
-    if isinstance(cfg, DeepVariantConfig):
-        options.update(rho=cfg.sparsity.rho if cfg.sparsity else None, beta=cfg.sparsity.beta if cfg.sparsity else 0.0)
+    if cfg.layered:  # an optional sigmoid code with the KL penalty
+        sparsity = cfg.sparsity
+        options.update(rho=sparsity.rho if sparsity else None, beta=sparsity.beta if sparsity else 0.0)
     if isinstance(cfg, ConvConfig):
         activation = params.model.activation
         options.update(

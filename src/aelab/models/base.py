@@ -8,7 +8,7 @@ checked for NaN/inf every `check_finite_every_n_steps` steps (a check makes the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import lightning as L
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MeanSquaredError
 
 from aelab.errors import TrainingError
-from aelab.models.networks import MLPDecoder, MLPEncoder, Reconstructor
+from aelab.models.components import Reconstructor, mlp_stack
 
 
 class AutoencoderModule(L.LightningModule):
@@ -63,8 +63,7 @@ class AutoencoderModule(L.LightningModule):
     def build_networks(self) -> tuple[nn.Module, nn.Module]:
         """Plain encoder (flat input -> code) and decoder (code -> flat logits); deep variants bring their own."""
         hp = self.hparams
-        encoder = MLPEncoder(self.input_dim, self.hidden_dims, hp.activation, hp.dropout, self.code_activation())
-        return encoder, MLPDecoder(self.input_dim, self.hidden_dims, hp.activation, hp.dropout)
+        return mlp_stack(self.input_dim, self.hidden_dims, hp.activation, hp.dropout, self.code_activation())
 
     def check_dims(self) -> None:
         """Reject impossible shapes early (the undercomplete variant requires a bottleneck)."""
@@ -97,9 +96,7 @@ class AutoencoderModule(L.LightningModule):
         return Reconstructor(self.encoder, self.decoder)
 
     def reconstruction_loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        if self.hparams.loss == "bce":
-            return F.binary_cross_entropy_with_logits(logits, target)
-        return F.mse_loss(logits.sigmoid(), target)
+        return reconstruction_loss(self.hparams.loss, logits, target)
 
     def _losses(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         corrupted, clean = batch
@@ -195,8 +192,19 @@ class AutoencoderModule(L.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        hp = self.hparams
-        if hp.optimizer == "sgd":
-            return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
-        cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-        return cls(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        return build_optimizer(self.hparams, self.parameters())
+
+
+def reconstruction_loss(kind: str, logits: Tensor, target: Tensor) -> Tensor:
+    """The model's loss (`model.loss`) between decoder logits and the clean target."""
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, target)
+    return F.mse_loss(logits.sigmoid(), target)
+
+
+def build_optimizer(hparams: Any, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """The configured optimiser (`train.optimizer`, `lr`, `weight_decay`) over `parameters`."""
+    if hparams.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=hparams.lr, momentum=0.9, weight_decay=hparams.weight_decay)
+    cls = torch.optim.AdamW if hparams.optimizer == "adamw" else torch.optim.Adam
+    return cls(parameters, lr=hparams.lr, weight_decay=hparams.weight_decay)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from aelab.errors import ConfigError
-from aelab.models.deep_networks import DecoderStack, EncoderStack, conv_stack
+from aelab.models.components import DecoderStack, EncoderStack, conv_stack
 from aelab.models.layered import LayeredAutoencoder
 
 

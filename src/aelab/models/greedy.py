@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from aelab.errors import TrainingError
-from aelab.models.base import AutoencoderModule
+from aelab.models.base import build_optimizer, reconstruction_loss
 from aelab.models.layered import LayeredAutoencoder
 from aelab.models.sparse import kl_sparsity
 
@@ -57,10 +57,8 @@ class GreedyLayerModule(L.LightningModule):
             source = target if corrupted is clean else self.below(corrupted)
         code = self.encoder(source)
         output = self.decoder(code)
-        if self.index == 0:  # logits for the input, with the model's own loss
-            recon = AutoencoderModule.reconstruction_loss(self, output, clean)
-        else:
-            recon = F.mse_loss(output, target)
+        # Layer 0 returns logits for the input (the model's own loss); higher layers the code below (MSE).
+        recon = reconstruction_loss(self.hparams.loss, output, clean) if self.index == 0 else F.mse_loss(output, target)
         terms = {"recon": recon}
         if self.sparse:
             terms["sparsity"] = self.hparams.beta * kl_sparsity(self.hparams.rho, code.mean(dim=0))
@@ -96,4 +94,4 @@ class GreedyLayerModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # The owner's optimiser settings; the frozen layers have no gradients, so the optimiser leaves them alone.
-        return AutoencoderModule.configure_optimizers(self)
+        return build_optimizer(self.hparams, self.parameters())

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from aelab.errors import ConfigError
 from aelab.models.base import AutoencoderModule
-from aelab.models.deep_networks import DecoderStack, EncoderStack
+from aelab.models.components import DecoderStack, EncoderStack
 from aelab.models.sparse import kl_sparsity
 
 

@@ -1,0 +1,224 @@
+"""Training a variant: `fit_module` (the one fit of every path) and `train_variant` (a pipeline run with outputs).
+
+Checkpoints go to `data/checkpoints/<name>/<run digest>/`, outside DVC's outputs, so an interrupted or failed run is
+resumed (same data order, noise and dropout) instead of lost; the finished model goes to `data/models/<name>/`.
+
+Distributed runs (Lightning DDP on one machine, torchrun or SLURM across nodes) execute `train_variant` in every
+process; everything written outside Lightning (run.json, the model folder, MLflow artifacts) is written by global
+rank zero only, and the non-zero ranks never create an MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from rich.console import Console
+
+from aelab.config import Params, flatten
+from aelab.data.corruptions import build_corruption
+from aelab.data.datamodule import AutoencoderDataModule
+from aelab.data.prepared import PreparedData
+from aelab.models import VARIANT_CLASSES, build_module, module_options, save_model
+from aelab.models.base import AutoencoderModule
+from aelab.paths import CHECKPOINTS_DIR, COMPLETE_MARKER, MODEL_FILE, MODELS_DIR, TUNED
+from aelab.tracking import mlflow_logger, run_tags, tracking_uri
+from aelab.training.digest import digest, without_placement
+from aelab.training.pretrain import pretrain_layers
+from aelab.training.trainer import FreshStart, build_trainer, fit
+
+
+@dataclass
+class Fitted:
+    module: AutoencoderModule
+    """The lowest-`val/loss` module of the fit (the last one where no checkpoint was written)."""
+    trainer: L.Trainer
+    pretrain_epochs: int
+    best_path: str
+
+
+@dataclass
+class TrainResult:
+    module: AutoencoderModule
+    metrics: dict[str, float]
+    run_id: str | None
+
+
+def build_datamodule(params: Params, variant: str, data: PreparedData) -> AutoencoderDataModule:
+    return AutoencoderDataModule(
+        data,
+        batch_size=params.train.batch_size,
+        corruption=build_corruption(params.variant(variant).corruption),
+        seed=params.seed,
+        on_training_device=params.train.data_on_device,
+    )
+
+
+def epochs(params: Params, variant: str) -> int:
+    """The variant's (end-to-end) epochs: its own `max_epochs`, else `train.max_epochs`."""
+    return params.variant(variant).max_epochs or params.train.max_epochs
+
+
+def checkpoint_dir(params: Params, variant: str, data: PreparedData, root: Path) -> Path:
+    """`root/<run digest>`: one folder per (variant, training-relevant params, data), so a changed config never
+    resumes a stale run."""
+    module = module_options(params, variant, data.n_features, data.image_shape)
+    train = without_placement(params.train.model_dump(mode="json", exclude={"max_epochs"}))
+    key = {
+        "module": without_placement(module),
+        "variant": params.variant(variant).model_dump(mode="json"),
+        "train": train,
+        "epochs": epochs(params, variant),
+        "data": data.meta,
+    }
+    return root / digest(key)
+
+
+def fit_module(
+    params: Params,
+    variant: str,
+    data: PreparedData,
+    ckpt_dir: Path | None = None,
+    logger: Any = False,
+    callbacks: list[L.Callback] | None = None,
+    restart: bool = False,
+    on_trainer: Callable[[L.Trainer, bool], None] | None = None,
+) -> Fitted:
+    """Train `variant` on `data` the one way every path does (pipeline, one-class models, Optuna trials).
+
+    With `ckpt_dir`, the fit checkpoints there and resumes from `last.ckpt` unless `restart`; layered variants
+    with `pretrain` are pre-trained greedily first (each phase resumable). `on_trainer(trainer, fresh)` runs once
+    the trainer exists, before any training (the pipeline opens its MLflow run there). A diverging loss raises
+    `TrainingError`, Ctrl-C `KeyboardInterrupt`.
+    """
+    L.seed_everything(params.seed, workers=True, verbose=False)
+    module = build_module(params, variant, data.n_features, data.image_shape)
+    dm = build_datamodule(params, variant, data)
+    last = ckpt_dir / "last.ckpt" if ckpt_dir is not None else None
+    fresh = restart or last is None or not last.exists()
+    callbacks = list(callbacks or [])
+    if ckpt_dir is not None:
+        callbacks.append(FreshStart(ckpt_dir, enabled=fresh))
+    trainer = build_trainer(params, ckpt_dir, logger, epochs(params, variant), callbacks=callbacks)
+    if on_trainer is not None:
+        on_trainer(trainer, fresh)
+    pretrain_epochs = 0
+    if params.variant(variant).pretrain:  # greedy layer-wise phases first (each resumable)
+        skip = not fresh  # fine-tuning has started: its checkpoint holds the pre-trained weights
+        pretrain_epochs = pretrain_layers(params, variant, module, dm, logger, ckpt_dir, skip=skip, restart=restart)
+    compiled = torch.compile(module) if params.train.compile else module
+    fit(trainer, compiled, dm, ckpt_path=None if fresh else last)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best:
+        module = VARIANT_CLASSES[variant].load_from_checkpoint(best, map_location="cpu", weights_only=True)
+    return Fitted(module, trainer, pretrain_epochs, best)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _checkpoint_epoch(path: Path | str) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+
+
+def train_variant(
+    params: Params,
+    variant: str,
+    data: PreparedData,
+    out: Path = MODELS_DIR,
+    name: str | None = None,
+    run_name: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> TrainResult:
+    """Train `variant` (its class and params); `name` (default: the variant) names its outputs and MLflow run.
+
+    `run_name`/`extra_tags`: for auxiliary runs (the layered variants' from-scratch baseline, a child run).
+    """
+    from aelab.training.artifacts import log_artifacts
+
+    name = name or variant
+    cfg = params.variant(variant)
+    ckpt_dir = checkpoint_dir(params, variant, data, CHECKPOINTS_DIR / name)
+    state_file = ckpt_dir / "run.json"
+    # Every process takes the same decision from the same files; rank zero clears them later (`FreshStart`).
+    finished = (ckpt_dir / COMPLETE_MARKER).exists()
+    restart = finished or not params.train.resume
+    previous = {} if restart else _read_json(state_file)
+    is_zero = rank_zero_only.rank == 0
+    # Only rank zero opens the tracking store: under torchrun/SLURM all ranks start together, and two processes
+    # initialising one SQLite store at once fail ("table ... already exists").
+    logger: Any = False
+    if is_zero:
+        tags = {**run_tags(name, _stage_name(name)), **(extra_tags or {})}
+        logger = mlflow_logger(params.tracking, run_name or name, tags, previous.get("run_id"))
+
+    def open_run(trainer: L.Trainer, fresh: bool) -> None:
+        if not (is_zero and trainer.is_global_zero):
+            return
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if previous.get("run_id"):
+            logger.experiment.update_run(logger.run_id, status="RUNNING")  # continued, not duplicated
+        state_file.write_text(json.dumps({"run_id": logger.run_id}))
+        # The global batch is `train.batch_size`, split over `world_size` processes (see AutoencoderDataModule).
+        logger.log_hyperparams({**flatten(params), "world_size": trainer.world_size})
+        if not fresh:
+            Console(stderr=True).print(f"{name}: resuming from {ckpt_dir / 'last.ckpt'} (MLflow run {logger.run_id})")
+
+    fitted = fit_module(params, variant, data, ckpt_dir, logger, restart=restart, on_trainer=open_run)
+    trainer, module = fitted.trainer, fitted.module
+    tested = trainer.test(module, fitted.trainer.datamodule, verbose=False)[0]
+    metrics = {k: float(v) for k, v in sorted(tested.items())}
+    metrics["best_epoch"] = _checkpoint_epoch(fitted.best_path) if fitted.best_path else -1
+    metrics["epochs"] = int(trainer.current_epoch)
+    last = ckpt_dir / "last.ckpt"
+    if metrics["epochs"] == 0 and last.exists():  # ddp_spawn trains in child processes: ask the checkpoint
+        metrics["epochs"] = _checkpoint_epoch(last) + 1
+    metrics["total_epochs"] = fitted.pretrain_epochs + metrics["epochs"]
+    if cfg.compare_scratch and fitted.pretrain_epochs:
+        parent = logger.run_id if logger else ""
+        scratch = scratch_baseline(params, variant, data, out, int(metrics["total_epochs"]), parent)
+        metrics.update(scratch)
+        if logger:
+            logger.log_metrics({k: v for k, v in scratch.items() if k.startswith("scratch/test/")})
+    module = module.cpu().eval()
+    if is_zero and trainer.is_global_zero:
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        save_model(module, folder / MODEL_FILE)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        (folder / "run.json").write_text(
+            json.dumps({"run_id": logger.run_id, "tracking_uri": tracking_uri(params.tracking)})
+        )
+        log_artifacts(logger.run_id, params, module, trainer.datamodule, folder)
+        (ckpt_dir / COMPLETE_MARKER).touch()
+    return TrainResult(module, metrics, logger.run_id if logger else None)
+
+
+def scratch_baseline(
+    params: Params, variant: str, data: PreparedData, out: Path, total_epochs: int, parent_run_id: str
+) -> dict[str, float]:
+    """The same network trained end to end from scratch for the same total epochs, for the pre-training comparison.
+
+    An ordinary training run (`pretrain: false`), written to `<out>/<variant>/scratch/<variant>/`, tracked as a
+    child of the variant's MLflow run named `<variant>/scratch`.
+    """
+    changes = {"pretrain": False, "compare_scratch": False, "max_epochs": total_epochs}
+    scratch_params = params.derive(
+        {"variants": {variant: changes}, "tracking": {"log_model": False}}, f"variants.{variant} (scratch baseline)"
+    )
+    tags = {"mlflow.parentRunId": parent_run_id, "aelab.role": "scratch_baseline"}
+    scratch = train_variant(
+        scratch_params, variant, data, out / variant / "scratch", run_name=f"{variant}/scratch", extra_tags=tags
+    )
+    return {f"scratch/{key}": value for key, value in scratch.metrics.items()}
+
+
+def _stage_name(name: str) -> str:
+    return "train_tuned" if name == TUNED else f"train@{name}"

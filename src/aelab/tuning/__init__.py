@@ -1,0 +1,1 @@
+"""Hyperparameter search with Optuna: the library under the `tune` stage."""
