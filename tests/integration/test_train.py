@@ -36,8 +36,11 @@ def test_mlflow_run_holds_params_curves_test_metrics_and_artifacts(prepared_digi
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert any(m.source_run_id == result.run_id for m in models)
     model = next(m for m in models if m.source_run_id == result.run_id)
+    assert model.name == "sparse"  # named after the variant
     loaded = mlflow.pyfunc.load_model(model.model_uri)
     assert loaded.metadata.signature is not None
+    codes = loaded.predict(prepared_digits.test.x[:5] * 16.0)  # raw digits pixels (0..16) in, codes out
+    assert codes.shape == (5, 80)
     assert json.loads(Path("data/models/sparse/run.json").read_text())["run_id"] == result.run_id
 
 

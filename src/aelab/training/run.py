@@ -25,9 +25,10 @@ from aelab.config import Params, flatten
 from aelab.data.corruptions import build_corruption
 from aelab.data.datamodule import AutoencoderDataModule
 from aelab.data.prepared import PreparedData
-from aelab.models import VARIANT_CLASSES, build_module, module_options, save_model
+from aelab.models import VARIANT_CLASSES, build_module, module_options
 from aelab.models.base import AutoencoderModule
-from aelab.paths import CHECKPOINTS_DIR, COMPLETE_MARKER, MODEL_FILE, MODELS_DIR, TUNED
+from aelab.paths import CHECKPOINTS_DIR, COMPLETE_MARKER, MODELS_DIR, TUNED
+from aelab.serving.bundle import write_bundle
 from aelab.tracking import mlflow_logger, run_tags, tracking_uri
 from aelab.training.digest import digest, without_placement
 from aelab.training.pretrain import pretrain_layers
@@ -191,7 +192,7 @@ def train_variant(
     if is_zero and trainer.is_global_zero:
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
-        save_model(module, folder / MODEL_FILE)
+        write_bundle(folder, module, data.meta)  # model.pt and the preprocessing: usable without the project
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         (folder / "run.json").write_text(
             json.dumps({"run_id": logger.run_id, "tracking_uri": tracking_uri(params.tracking)})
