@@ -5,10 +5,16 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import optuna
+import pandas as pd
+import torch
 from optuna.trial import TrialState
 
+import aelab
 from aelab.config import load_params, validate_params
 from aelab.data.prepared import PreparedData, Split
+from aelab.data.scaling import Scaler
+from aelab.models import VARIANT_CLASSES, build_module
+from aelab.serving.bundle import write_bundle
 from aelab.tuning import space
 from tests.conftest import REPO, TINY_PARAMS
 
@@ -121,3 +127,50 @@ def finished(study):
 def tune_runs(project):
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
     return mlflow.search_runs(experiment_names=["aelab-tune"], output_format="list")
+
+
+# ---- serving bundles -------------------------------------------------------------------------------------------
+TABLE_COLUMNS = ["alpha", "beta", "gamma", "delta", "eps"]
+
+
+def digits_bundle(folder, x: np.ndarray, variant: str = "undercomplete", kind: str = "per_feature"):
+    """An untrained model with a scaling fitted on part of the digits: enough to compare code paths."""
+    torch.manual_seed(0)
+    module = build_module(validate_params(TINY_PARAMS), variant, 64, (1, 8, 8))
+    meta = {"n_features": 64, "scaling": Scaler(kind).fit(x[:1200]).to_dict(), "image_shape": [1, 8, 8]}
+    write_bundle(folder, module, meta)
+    return module, Scaler.from_dict(meta["scaling"])
+
+
+def table_bundle(folder, n: int = 240, oneclass: bool = True):
+    """A table of 5 named measurements with a string label; one-class: normal = 'benign' at the median score."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(10.0, 3.0, (n, len(TABLE_COLUMNS))).astype(np.float32)
+    frame = pd.DataFrame(x, columns=TABLE_COLUMNS)
+    frame["kind"] = np.where(rng.random(n) < 0.8, "benign", "malignant")
+    torch.manual_seed(0)
+    module = VARIANT_CLASSES["undercomplete"](input_dim=len(TABLE_COLUMNS), hidden_dims=[4, 2])
+    meta = {
+        "n_features": len(TABLE_COLUMNS),
+        "scaling": Scaler("per_feature").fit(x[: n // 2]).to_dict(),
+        "feature_names": TABLE_COLUMNS,
+        "label_names": ["benign", "malignant"],
+        "label_column": "kind",
+    }
+    write_bundle(folder, module, meta)
+    if oneclass:
+        threshold = float(np.median(aelab.load(folder).score(frame[TABLE_COLUMNS])))
+        write_bundle(folder, module, meta, {"normal": ["benign"], "threshold": threshold, "target_fpr": 0.05})
+    return frame
+
+
+def log_table_model(tmp_path):
+    """The table bundle logged (and registered) as an MLflow pyfunc model in a SQLite store in `tmp_path`."""
+    from aelab.serving.pyfunc import log_bundle_model
+
+    frame = table_bundle(tmp_path / "table")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment(experiment_name="serving")
+    with mlflow.start_run():
+        info = log_bundle_model(tmp_path / "table", "model", register_as="aelab-undercomplete")
+    return frame, info
