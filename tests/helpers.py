@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import mlflow
 import numpy as np
 import optuna
 import pandas as pd
 import torch
+import yaml
 from optuna.trial import TrialState
 
 import aelab
@@ -174,3 +177,13 @@ def log_table_model(tmp_path):
     with mlflow.start_run():
         info = log_bundle_model(tmp_path / "table", "model", register_as="aelab-undercomplete")
     return frame, info
+
+
+# ---- the README's own-data section ------------------------------------------------------------------------------
+def readme_section() -> tuple[dict, list[str]]:
+    """The section's params file and its commands, exactly as the README shows them."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Your own data\n", 1)[1].split("\n## ", 1)[0]
+    params = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()
+    return params, commands
