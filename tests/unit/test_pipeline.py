@@ -10,11 +10,22 @@ import pytest
 import yaml
 
 from aelab.cli import _parser
-from aelab.config import VARIANTS
-from aelab.paths import BEST_PARAMS_FILE, CODES_DIR, EVALUATION_DIR, METRICS_FILE, MODELS_DIR, PREPARED_DIR, TUNED
+from aelab.config import load_params
+from aelab.paths import (
+    BEST_PARAMS_FILE,
+    CODES_DIR,
+    EVALUATION_DIR,
+    METRICS_FILE,
+    MODELS_DIR,
+    ONECLASS_MODEL_DIR,
+    PREPARED_DIR,
+    TUNED,
+)
 from tests.conftest import REPO
 
-TRAINING_STAGES = ("train@", "train_tuned", "tune", "evaluate")
+TRAINING_STAGES = ("train@", "train_tuned", "tune", "evaluate", "oneclass")
+# the variants `dvc repro` trains: `pipeline.variants` of the shipped params.yaml
+VARIANTS = load_params(REPO / "params.yaml").pipeline.variants
 # what every stage that trains a network reads: a change to any of these must re-run all of them
 TRAINING_PARAMS = {
     "seed",
@@ -55,7 +66,7 @@ def stages(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_stages_cover_every_variant(stages) -> None:
-    expected = {"prepare", "reduce_pca", "tune", "train_tuned", "reduce_tuned", "evaluate"}
+    expected = {"prepare", "reduce_pca", "tune", "train_tuned", "reduce_tuned", "evaluate", "oneclass"}
     expected |= {f"{kind}@{variant}" for kind in ("train", "reduce") for variant in VARIANTS}
     assert set(stages) == expected
 
@@ -80,6 +91,7 @@ def test_outputs_are_where_the_code_writes_them(stages) -> None:
     assert stages["reduce_pca"]["outs"] == {CODES_DIR / "pca"}
     assert stages["tune"]["outs"] == {BEST_PARAMS_FILE}
     assert stages["evaluate"]["outs"] == {EVALUATION_DIR, METRICS_FILE}
+    assert stages["oneclass"]["outs"] == {ONECLASS_MODEL_DIR}
 
 
 def test_every_dependency_exists_or_is_made_by_a_stage(stages) -> None:
