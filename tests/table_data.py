@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = [f"m{i:02d}" for i in range(30)]
+TABLE = {"source": "arrays", "label_column": "status"}
+"""The `data` section for the table (with its `path`)."""
 
 
 def measurements(n: int = 600, faulty_share: float = 0.2, seed: int = 0) -> pd.DataFrame:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 
 import numpy as np
@@ -14,17 +13,11 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from tests.conftest import REPO
+from tests.conftest import copy_repo
+from tests.helpers import readme_section
 from tests.table_data import write_measurements
 
-
-def readme_section() -> tuple[dict, list[str]]:
-    """The section's params file and its commands, exactly as the README shows them."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("\n## Your own data\n", 1)[1].split("\n## ", 1)[0]
-    params = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
-    commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()
-    return params, commands
+pytestmark = pytest.mark.slow
 
 
 def _run(command: str, cwd) -> str:
@@ -39,19 +32,12 @@ QUICK = {"train": {"max_epochs": 10}, "tracking": {"log_model": False}}
 
 
 @pytest.fixture
-def project(tmp_path):
-    """A scratch folder with the user's CSV and the README's mine.yaml (plus `QUICK`)."""
+def project(project):
+    """The shared scratch project with the user's CSV and the README's mine.yaml (plus `QUICK`)."""
     params, _ = readme_section()
-    write_measurements(tmp_path / params["data"]["path"])
-    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({**params, **QUICK}))
-    return tmp_path
-
-
-def test_readme_params_are_partial_and_the_commands_use_them():
-    params, commands = readme_section()
-    assert set(params) == {"data", "pipeline", "oneclass"}
-    assert all(c.startswith("aelab ") for c in commands)
-    assert [c.split()[1] for c in commands] == ["prepare", "train", "encode", "oneclass", "score"]
+    write_measurements(project / params["data"]["path"])
+    (project / "mine.yaml").write_text(yaml.safe_dump({**params, **QUICK}))
+    return project
 
 
 def test_readme_section_end_to_end(project):
@@ -72,13 +58,11 @@ def test_readme_section_end_to_end(project):
     assert metrics["auroc"] > 0.85 and every_row > 0.85
 
 
-@pytest.mark.slow
 def test_dvc_repro_on_the_table(tmp_path):
     """`dvc repro` with the README's keys in params.yaml: the listed variants only, label values in the metrics."""
     from aelab.config import merge_over
-    from tests.test_pipeline import _copy_repo
 
-    _copy_repo(tmp_path)
+    copy_repo(tmp_path)
     mine, _ = readme_section()
     write_measurements(tmp_path / mine["data"]["path"])
     fast = {

@@ -1,8 +1,7 @@
-"""Integration: the real `dvc repro` in a temporary copy of the repository, with tiny settings."""
+"""The real `dvc repro` in a temporary copy of the repository, with tiny settings."""
 
 import json
 import os
-import shutil
 import subprocess
 
 import mlflow
@@ -13,19 +12,11 @@ import pytest
 import yaml
 
 from aelab.config import VARIANTS
-from tests.conftest import REPO
+from tests.conftest import copy_repo
+
+pytestmark = pytest.mark.slow
 
 MLP_VARIANTS = ("undercomplete", "sparse", "denoising")
-
-
-def _copy_repo(target):
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, target / name)
-    (target / "dvc.lock").unlink(missing_ok=True)
-    subprocess.run(["git", "init", "-q"], cwd=target, check=True)
 
 
 def _run(args, cwd):
@@ -39,7 +30,7 @@ def _run(args, cwd):
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
     project = tmp_path_factory.mktemp("project")
-    _copy_repo(project)
+    copy_repo(project)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"].update(max_epochs=3, batch_size=128)
     for variant in MLP_VARIANTS:

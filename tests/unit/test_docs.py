@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aelab.evaluation import report
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
 QUICK_PATH = '```bash\npip install -e ".[dev]" && dvc repro\npytest\n```'
 # the generated tables and the results files they are made of (--merge for the one-class studies)

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import gzip
-import json
-import os
-import socket
 import struct
 import subprocess
 import sys
-import time
-import urllib.request
 
 import numpy as np
 import pandas as pd
@@ -20,7 +15,7 @@ from sklearn.datasets import load_digits
 import aelab
 from aelab.errors import DataError
 from aelab.serving.commands import apply_to_file
-from tests.test_serving import TABLE_COLUMNS, digits_bundle, table_bundle
+from tests.helpers import TABLE_COLUMNS, digits_bundle, log_table_model, table_bundle
 
 
 @pytest.fixture(scope="module")
@@ -208,19 +203,6 @@ def test_torchscript_export_matches_encode(tmp_path, model_dir, digits):
     np.testing.assert_allclose(codes, aelab.load(model_dir).encode(digits[0][:33]), atol=1e-5)
 
 
-def log_table_model(tmp_path):
-    import mlflow
-
-    from aelab.serving.pyfunc import log_bundle_model
-
-    frame = table_bundle(tmp_path / "table")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment(experiment_name="serving")
-    with mlflow.start_run():
-        info = log_bundle_model(tmp_path / "table", "model", register_as="aelab-undercomplete")
-    return frame, info
-
-
 def test_mlflow_pyfunc_serves_the_codes_of_aelab_encode(tmp_path):
     import mlflow
 
@@ -239,38 +221,6 @@ def test_mlflow_pyfunc_serves_the_codes_of_aelab_encode(tmp_path):
     )
     assert mlflow.MlflowClient().get_registered_model("aelab-undercomplete").name == "aelab-undercomplete"
     assert not list((tmp_path / "mlruns").rglob("*.pkl"))  # a model from code: nothing of ours pickled
-
-
-@pytest.mark.slow
-def test_mlflow_models_serve_answers_a_request(tmp_path):
-    frame, info = log_table_model(tmp_path)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env_args = ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", info.model_uri, *env_args]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        body = json.dumps({"dataframe_split": frame[TABLE_COLUMNS].head(3).to_dict(orient="split")}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    answer = json.loads(response.read())
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(1)
-        expected = aelab.load(tmp_path / "table").encode(frame[TABLE_COLUMNS].head(3))
-        np.testing.assert_allclose(np.asarray(answer["predictions"]), expected, rtol=1e-5, atol=1e-6)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_bench_encode_smoke(capsys):

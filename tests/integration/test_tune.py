@@ -1,15 +1,9 @@
-"""`aelab tune`: tiny Optuna searches on digits (few epochs) in a scratch project, in-process and as real processes."""
+"""`aelab tune`: tiny Optuna searches on digits (few epochs) in a scratch project, in-process."""
 
-import os
-import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import optuna
 import pytest
 import torch
@@ -21,103 +15,11 @@ from aelab.config import validate_params
 from aelab.errors import ConfigError, TrainingError
 from aelab.paths import BEST_PARAMS_FILE
 from aelab.stages import train as train_stage
-from aelab.tracking import uninterruptible
-from aelab.tuning import objective, search, space, storage, worker
+from aelab.tuning import objective, search, storage
 from aelab.tuning import study as tuning_study
-from tests.conftest import TINY_PARAMS
+from tests.helpers import TINY_TUNE, finished, load_study, prepared, states, tiny_raw, tune_runs
 
-TINY_TUNE = {
-    "n_trials": 5,
-    "max_epochs": 2,
-    "sampler": {"n_startup_trials": 2},
-    "pruner": {"kind": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
-    "space": {
-        "hidden_units": {"low": 16, "high": 160, "log": True},
-        "rho": {"low": 0.02, "high": 0.3},
-        "beta": {"low": 1.0e-3, "high": 1.0},
-        "lr": {"low": 1.0e-3, "high": 3.0e-2},
-    },
-}
-
-
-def tiny_raw(**tune):
-    return {**TINY_PARAMS, "tune": {**TINY_TUNE, **tune}}
-
-
-@pytest.fixture(scope="module")
-def empty_mlflow_store(tmp_path_factory):
-    """An initialised MLflow SQLite store to copy: creating the tables takes seconds, copying the file does not."""
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def project(prepared_digits, tmp_path, empty_mlflow_store):
-    """A scratch project (the working directory) with prepared digits and a params.yaml holding a tiny search."""
-    (tmp_path / "mlruns").mkdir()
-    shutil.copy(empty_mlflow_store, tmp_path / "mlruns" / "mlflow.db")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_raw()))
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    return tmp_path
-
-
-def load_study(project, params):
-    ctx_name = space.study_name(params, space.search_digest(params, prepared(project)))
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(project / "data/studies" / f"{ctx_name}.journal"))
-    )
-    return optuna.load_study(study_name=ctx_name, storage=storage)
-
-
-def prepared(project):
-    from aelab.data.prepared import load_prepared
-
-    return load_prepared(project / "data/prepared")
-
-
-def states(study):
-    return [t.state for t in study.get_trials(deepcopy=False)]
-
-
-def finished(study):
-    return sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states(study))
-
-
-def tune_runs(project):
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=["aelab-tune"], output_format="list")
-
-
-def start_tune(project, *args, hold_fit=None):
-    """`aelab tune` as a real process; `hold_fit=K`: its K-th trial stops in its first training batch and waits
-    (see tests/hooks/sitecustomize.py) until the test interrupts or kills it."""
-    env = dict(os.environ)
-    if hold_fit is not None:
-        hooks = str(Path(__file__).parent / "hooks")
-        env.update(
-            PYTHONPATH=os.pathsep.join(filter(None, [hooks, env.get("PYTHONPATH")])),
-            AELAB_TEST_HOLD_FIT=str(hold_fit),
-            AELAB_TEST_HOLD_FILE=str(project / "held"),
-        )
-    return subprocess.Popen(
-        [sys.executable, "-m", "aelab.cli", "tune", *args],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-
-
-def wait_for(condition, proc, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        assert proc.poll() is None, proc.communicate()[0][-3000:]
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for the search")
+pytestmark = pytest.mark.project(params=tiny_raw(), prepared=True)
 
 
 def test_tiny_search_with_pruning_completes_and_tracks_every_trial(project):
@@ -243,15 +145,6 @@ def test_conv_search_over_blocks_and_widths_feeds_the_tuned_variant(project):
     assert len(model["hparams"]["blocks"]) == study.best_params["blocks"]
 
 
-def test_conv_search_on_data_without_images_is_refused_before_any_trial():
-    from aelab.data.prepared import PreparedData, Split
-
-    x = np.zeros((4, 6), dtype=np.float32)
-    flat = PreparedData(Split(x, None), Split(x, None), Split(x, None), meta={})
-    with pytest.raises(ConfigError, match=r"tune.variant: conv needs image data, .* tune sparse instead"):
-        space.check_space(validate_params(tiny_raw(variant="conv")), flat)
-
-
 def test_tuned_variant_without_a_search_is_a_clear_error(project):
     with pytest.raises(ConfigError, match=r"best_params.yaml: not found; run `aelab tune`"):
         train_stage.main(validate_params(tiny_raw()), "tuned")
@@ -322,80 +215,6 @@ def test_multi_objective_search_reports_a_pareto_front(project):
     assert "plots/pareto_front.png" in plots
 
 
-def test_interrupted_and_killed_searches_resume_to_the_exact_budget(project):
-    raw = tiny_raw(n_trials=5, max_epochs=2, pruner={"kind": "none"})
-    (project / "params.yaml").write_text(yaml.safe_dump(raw))
-    params = validate_params(raw)
-    held = project / "held"
-
-    # Ctrl-C during a trial's training (its second, held in its first batch): the trial is marked failed
-    # (interrupted), the process exits 130
-    proc = start_tune(project, "--n-trials", "5", hold_fit=2)
-    wait_for(held.exists, proc)
-    study = load_study(project, params)
-    assert finished(study) == 1
-    proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 130, output[-2000:]
-    assert "re-run the command to resume" in output
-    interrupted = [t for t in study.get_trials() if t.state == TrialState.FAIL]
-    assert len(interrupted) == 1 and interrupted[0].user_attrs["aelab.fail_kind"] == "interrupted"
-    # SIGKILL during a trial (the third of the resumed search): the trial stays RUNNING in the journal
-    held.unlink()
-    proc = start_tune(project, "--n-trials", "5", hold_fit=3)
-    wait_for(held.exists, proc)
-    assert finished(study) == 3
-    proc.kill()
-    proc.wait()
-    left = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
-    assert len(left) == 1
-    # resuming fails the dead worker's trial and runs exactly the missing trials
-    assert cli_main(["tune", "--n-trials", "5"]) == 0
-    trials = study.get_trials()
-    assert finished(study) == 5
-    assert trials[left[0].number].state == TrialState.FAIL
-    assert trials[left[0].number].user_attrs["aelab.fail_kind"] == "dead_worker"
-    killed_run = next(r for r in tune_runs(project) if r.data.tags.get("optuna.trial_number") == str(left[0].number))
-    assert killed_run.info.status == "FAILED"
-    statuses = {r.info.status for r in tune_runs(project) if r.data.tags.get("aelab.role") == "trial"}
-    assert "RUNNING" not in statuses
-
-
-def test_two_workers_share_one_study_exactly(project):
-    result = subprocess.run(
-        [sys.executable, "-m", "aelab.cli", "tune", "--workers", "2", "--n-trials", "6"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    params = validate_params(tiny_raw(n_trials=6))
-    study = load_study(project, params)
-    trials = study.get_trials()
-    assert finished(study) == 6 and len(trials) == 6, [t.state for t in trials]
-    assert len({t.user_attrs["aelab.pid"] for t in trials}) == 2, "both workers ran trials"
-    assert len({tuple(sorted(t.params.items())) for t in trials}) == 6, "no point proposed twice"
-    runs = tune_runs(project)
-    parent = [r for r in runs if r.data.tags.get("aelab.role") == "study"]
-    children = [r for r in runs if r.data.tags.get("aelab.role") == "trial"]
-    assert len(parent) == 1 and len(children) == 6
-    assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in children)
-    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == list(range(6))
-    assert BEST_PARAMS_FILE.exists()
-
-
-def test_workers_are_pinned_one_gpu_each(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
-    assert worker.worker_devices(3, "auto") == ["2", "5", "2"]
-    assert worker.worker_devices(2, "cpu") == [None, None]
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert worker.worker_devices(2, "gpu") == ["0", "1"]
-    assert os.environ.get("CUDA_VISIBLE_DEVICES") is None
-
-
 def test_hyperband_pruner_search_completes(project):
     params = validate_params(tiny_raw(n_trials=3, pruner={"kind": "hyperband", "min_resource": 1}))
     search.tune(params, prepared(project))
@@ -423,18 +242,6 @@ def test_a_trial_asked_beyond_the_budget_is_failed_before_it_trains(project, mon
     late = ctx.study.trials[1]
     assert late.state == TrialState.FAIL and late.user_attrs["aelab.fail_kind"] == "over_budget"
     assert not [r for r in tune_runs(project) if r.data.tags.get("aelab.role") == "trial"]
-
-
-def test_ctrl_c_inside_a_store_write_is_delivered_when_the_write_ends():
-    done = []
-    with pytest.raises(KeyboardInterrupt), uninterruptible():
-        with uninterruptible():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-            done.append("inner")
-        done.append("outer")
-    assert done == ["inner", "outer"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_run_the_interrupt_could_not_end_is_ended_when_the_study_resumes(project, monkeypatch):

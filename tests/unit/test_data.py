@@ -1,13 +1,10 @@
 import gzip
-import shutil
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from aelab.config import validate_params
-from aelab.data.prepared import load_prepared
 from aelab.data.sources import IDX_DATASETS, IdxDataset, fetch_idx, load_arrays, md5sum, read_idx
 from aelab.errors import DataError
 from aelab.stages.prepare import prepare
@@ -99,29 +96,6 @@ def test_shared_mnist_matches_published_md5(shared_data):
     for name, spec in IDX_DATASETS.items():
         for file, md5 in spec.files.items():
             assert md5sum(shared_data / name / file) == md5
-
-
-def test_prepare_digits_splits_stratified_and_scales_on_train(prepared_digits, tiny_params):
-    data = load_prepared(Path("data/prepared"))
-    sizes = {k: len(data.split(k).x) for k in ("train", "val", "test")}
-    assert sum(sizes.values()) == 1797
-    assert sizes["test"] == pytest.approx(0.2 * 1797, abs=1)
-    assert sizes["val"] == pytest.approx(0.15 * 1797, abs=2)
-    for name in ("train", "val", "test"):
-        split = data.split(name)
-        assert split.x.dtype == np.float32 and split.x.min() >= 0 and split.x.max() <= 1
-        counts = np.bincount(split.y, minlength=10) / len(split.y)
-        assert counts.min() > 0.08 and counts.max() < 0.12  # stratified: digits classes are ~10% each
-    assert data.train.x.max() == 1.0
-    assert data.meta["scaling"] == {"kind": "global", "min": [0.0], "scale": [16.0], "clip": True}
-    assert data.meta["label_names"] == list(range(10))
-
-
-def test_prepare_is_deterministic(prepared_digits, tiny_params):
-    first = {k: shutil.copyfile(f"data/prepared/{k}.npz", f"{k}.first") for k in ("train", "val", "test")}
-    prepare(tiny_params.data, tiny_params.seed)
-    for k in first:
-        assert Path(f"data/prepared/{k}.npz").read_bytes() == Path(f"{k}.first").read_bytes()
 
 
 def test_user_arrays_npz_npy_csv(tmp_path):

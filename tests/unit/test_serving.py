@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
@@ -16,17 +14,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 import aelab
-from aelab.config import validate_params
 from aelab.data.scaling import Scaler
 from aelab.errors import CheckpointError, DataError
 from aelab.evaluation.oneclass import error_weights, per_sample_error
-from aelab.models import VARIANT_CLASSES, build_module
 from aelab.reducers import AutoencoderReducer
 from aelab.serving.bundle import read_bundle, write_bundle
 from aelab.serving.model import InputScaling
-from tests.conftest import TINY_PARAMS
-
-TABLE_COLUMNS = ["alpha", "beta", "gamma", "delta", "eps"]
+from tests.helpers import TABLE_COLUMNS, digits_bundle, table_bundle
 
 
 @pytest.fixture(scope="module")
@@ -34,41 +28,10 @@ def digits_x() -> np.ndarray:
     return load_digits().data.astype(np.float32)
 
 
-def digits_bundle(folder, x: np.ndarray, variant: str = "undercomplete", kind: str = "per_feature"):
-    """An untrained model with a scaling fitted on part of the digits: enough to compare code paths."""
-    torch.manual_seed(0)
-    module = build_module(validate_params(TINY_PARAMS), variant, 64, (1, 8, 8))
-    meta = {"n_features": 64, "scaling": Scaler(kind).fit(x[:1200]).to_dict(), "image_shape": [1, 8, 8]}
-    write_bundle(folder, module, meta)
-    return module, Scaler.from_dict(meta["scaling"])
-
-
 @pytest.fixture
 def digits_model(tmp_path, digits_x):
     module, scaler = digits_bundle(tmp_path / "undercomplete", digits_x)
     return tmp_path / "undercomplete", module, scaler
-
-
-def table_bundle(folder, n: int = 240, oneclass: bool = True):
-    """A table of 5 named measurements with a string label; one-class: normal = 'benign' at the median score."""
-    rng = np.random.default_rng(3)
-    x = rng.normal(10.0, 3.0, (n, len(TABLE_COLUMNS))).astype(np.float32)
-    frame = pd.DataFrame(x, columns=TABLE_COLUMNS)
-    frame["kind"] = np.where(rng.random(n) < 0.8, "benign", "malignant")
-    torch.manual_seed(0)
-    module = VARIANT_CLASSES["undercomplete"](input_dim=len(TABLE_COLUMNS), hidden_dims=[4, 2])
-    meta = {
-        "n_features": len(TABLE_COLUMNS),
-        "scaling": Scaler("per_feature").fit(x[: n // 2]).to_dict(),
-        "feature_names": TABLE_COLUMNS,
-        "label_names": ["benign", "malignant"],
-        "label_column": "kind",
-    }
-    write_bundle(folder, module, meta)
-    if oneclass:
-        threshold = float(np.median(aelab.load(folder).score(frame[TABLE_COLUMNS])))
-        write_bundle(folder, module, meta, {"normal": ["benign"], "threshold": threshold, "target_fpr": 0.05})
-    return frame
 
 
 # ---- the bundle ----------------------------------------------------------------------------------------------------
@@ -153,23 +116,6 @@ def test_api_matches_the_pipelines_reducer(digits_model, digits_x):
     expected = reducer.transform(scaler.transform(digits_x))
     np.testing.assert_allclose(aelab.load(folder).encode(digits_x), expected, atol=1e-5)
     assert clone(reducer).fit().module_.code_dim == 8
-
-
-def test_raw_test_rows_give_the_codes_of_the_pipeline(tiny_params):
-    """A bundle written with `prepare`'s meta: raw rows of the test split encode as `reduce` encodes the prepared
-    (scaled) test split."""
-    from aelab.data.sources import load_source
-    from aelab.stages.prepare import prepare, split_dataset
-    from aelab.stages.reduce import encode_splits
-
-    data = prepare(tiny_params.data, tiny_params.seed)
-    raw_test, labels = split_dataset(load_source(tiny_params.data), tiny_params.data, tiny_params.seed)["test"]
-    np.testing.assert_array_equal(labels, data.test.y)
-    module = build_module(tiny_params, "undercomplete", data.n_features, data.image_shape)
-    folder = Path("data/models/undercomplete")
-    write_bundle(folder, module, data.meta)
-    expected = encode_splits(AutoencoderReducer.load(folder / "model.pt"), data)["test_codes"]
-    np.testing.assert_allclose(aelab.load(folder).encode(raw_test), expected, atol=1e-5)
 
 
 def test_dataframe_columns_are_matched_by_name(tmp_path):

@@ -1,44 +1,19 @@
-"""The evaluation metrics against hand-computed cases, the one-class protocol and the stage on tiny data."""
+"""The evaluation metrics against hand-computed cases, the one-class scores and the report tables."""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from sklearn.decomposition import PCA
 
-from aelab.config import GaussianNoiseConfig, MaskingConfig, SaltAndPepperConfig, load_params
-from aelab.data.prepared import PreparedData, Split
+from aelab.config import GaussianNoiseConfig, MaskingConfig, SaltAndPepperConfig
 from aelab.errors import ConfigError, DataError
 from aelab.evaluation import classification, denoising, oneclass, reduction, report, sparsity
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def params(*overrides: str):
-    return load_params(REPO / "params.yaml", overrides)
-
-
-def blobs(n_per_class: int, n_features: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Three well-separated classes in [0, 1]: each lights up its own third of the features."""
-    rng = np.random.default_rng(seed)
-    xs, ys = [], []
-    for label in range(3):
-        x = rng.uniform(0.0, 0.15, size=(n_per_class, n_features))
-        x[:, label * n_features // 3 : (label + 1) * n_features // 3] += 0.7
-        xs.append(x)
-        ys.append(np.full(n_per_class, label))
-    order = rng.permutation(3 * n_per_class)
-    return np.concatenate(xs)[order].astype(np.float32), np.concatenate(ys)[order].astype(np.int64)
-
-
-def tiny_data(seed: int = 0) -> PreparedData:
-    splits = [Split(*blobs(n, seed=seed + i)) for i, n in enumerate((40, 12, 20))]
-    return PreparedData(*splits, meta={"name": "blobs", "image_shape": [1, 4, 4], "n_features": 16})
+from tests.helpers import blobs
+from tests.helpers import repo_params as params
 
 
 # ---- reduction -------------------------------------------------------------------------------------------
@@ -118,76 +93,9 @@ def test_standardized_score_by_hand():
     assert oneclass.per_sample_error(sample, reconstruction) == pytest.approx([1.0])
 
 
-def test_oneclass_protocol_on_small_data(tmp_path):
-    cfg = params(
-        "evaluate.oneclass.hidden_dims=[8, 2]", "evaluate.oneclass.max_epochs=3", "evaluate.oneclass.classes=[0, 2]"
-    )
-    data = tiny_data()
-    found = oneclass.run_oneclass(cfg, data, root=tmp_path)
-    assert [(r["class"], r["method"]) for r in found.rows] == [
-        (0, "autoencoder"),
-        (0, "pca"),
-        (2, "autoencoder"),
-        (2, "pca"),
-    ]
-    pca_metrics = found.metrics("pca")
-    assert pca_metrics["oneclass/auroc_mean"] > 0.95  # separated blobs: PCA of one class misfits the others
-    assert set(found.metrics("autoencoder")) >= {"oneclass/auroc/0", "oneclass/auroc/2", "oneclass/f1_mean"}
-    models = sorted(tmp_path.glob("*/class_*/model.pt"))
-    assert [p.parent.name for p in models] == ["class_0", "class_2"]
-    # a repeated evaluation reuses the finished per-class models and gives the same numbers
-    stamps = [p.stat().st_mtime_ns for p in models]
-    again = oneclass.run_oneclass(cfg, data, root=tmp_path)
-    assert again.rows == found.rows
-    assert [p.stat().st_mtime_ns for p in models] == stamps
-    curves = oneclass.mean_roc(found, 11)
-    assert list(curves) == ["fpr", "autoencoder", "pca"] and curves["pca"][-1] == pytest.approx(1.0)
-    # another score reuses the same models (it is not part of their cache key) and rescores every method
-    standardized = oneclass.run_oneclass(
-        cfg.model_copy(
-            update={
-                "evaluate": cfg.evaluate.model_copy(
-                    update={"oneclass": cfg.evaluate.oneclass.model_copy(update={"score": "standardized"})}
-                )
-            }
-        ),
-        data,
-        root=tmp_path,
-    )
-    assert [p.stat().st_mtime_ns for p in models] == stamps
-    assert [r["threshold"] for r in standardized.rows] != [r["threshold"] for r in found.rows]
-    assert standardized.metrics("pca")["oneclass/auroc_mean"] > 0.95
-
-
-@pytest.mark.parametrize("variant", ["conv", "stacked_conv"])
-def test_oneclass_protocol_trains_convolutional_and_pretrained_variants(tmp_path, variant):
-    cfg = params(
-        f"evaluate.oneclass.variant={variant}",
-        "evaluate.oneclass.max_epochs=2",
-        "evaluate.oneclass.classes=[1]",
-        f"variants.{variant}.code_dim=4",
-        *([f"variants.{variant}.pretrain_epochs=1"] if variant == "stacked_conv" else []),
-    )
-    x, y = blobs(30, n_features=64)
-    data = PreparedData(
-        Split(x, y), Split(*blobs(10, 64, seed=1)), Split(*blobs(20, 64, seed=2)), meta={"image_shape": [1, 8, 8]}
-    )
-    found = oneclass.run_oneclass(cfg, data, root=tmp_path)
-    assert [(r["class"], r["method"]) for r in found.rows] == [(1, "autoencoder"), (1, "pca")]
-    (model,) = tmp_path.glob("*/class_1/model.pt")
-    assert oneclass.AutoencoderReducer.load(model).module_.code_dim == 4
-    phases = sorted(p.name for p in model.parent.glob("pretrain/layer*.pt"))
-    assert phases == (["layer1.pt", "layer2.pt", "layer3.pt"] if variant == "stacked_conv" else [])  # blocks, code
-
-
 def test_oneclass_hidden_dims_do_not_apply_to_convolutional_variants():
     with pytest.raises(ConfigError, match=r"evaluate\.oneclass: .*hidden_dims applies to fully connected variants"):
         params("evaluate.oneclass.variant=conv", "evaluate.oneclass.hidden_dims=[8]")
-
-
-def test_oneclass_rejects_unknown_classes(tmp_path):
-    with pytest.raises(DataError, match=r"evaluate\.oneclass\.classes: \[7\]"):
-        oneclass.run_oneclass(params("evaluate.oneclass.classes=[7]"), tiny_data(), root=tmp_path)
 
 
 # ---- denoising -------------------------------------------------------------------------------------------
@@ -233,35 +141,7 @@ def test_unit_statistics_by_hand():
     assert metrics["sparsity/mean_abs_deviation"] == pytest.approx((0.05 + 0.225 + 0.95) / 3)
 
 
-# ---- the stage and the report ----------------------------------------------------------------------------
-def test_evaluate_stage_on_tiny_data(tmp_path):
-    from aelab.stages import evaluate as stage
-    from aelab.stages.reduce import reduce
-
-    cfg = params(
-        "reduce.pca_components=3",
-        "evaluate.tsne.max_samples=30",
-        "evaluate.oneclass.classes=[1]",
-        "evaluate.oneclass.max_epochs=1",
-        "evaluate.oneclass.hidden_dims=[4]",
-        "evaluate.num_threads=1",
-    )
-    data = tiny_data()
-    reduce(cfg, "pca", data, out=tmp_path / "codes")
-    with torch.random.fork_rng():
-        results, outputs = stage.evaluate(
-            cfg, data, codes_dir=tmp_path / "codes", models_dir=tmp_path / "models", out=tmp_path / "evaluation"
-        )
-    assert set(results) == {"pca", "raw", "undercomplete"}
-    pca = results["pca"]
-    assert {"recon_mse", "recon_sse", "probe_accuracy", "knn_accuracy", "explained_variance"} <= set(pca)
-    assert "denoise/gaussian_0.3/ssim" in pca and "denoise/gaussian_0.3/psnr" in results["raw"]
-    assert "oneclass/auroc/1" in pca and "oneclass/auroc/1" in results["undercomplete"]
-    files = {p.relative_to(tmp_path / "evaluation").as_posix() for p in (tmp_path / "evaluation").rglob("*.*")}
-    assert {"oneclass/roc.csv", "oneclass/roc.png", "tsne/pca.png", "classification/confusion_raw.png"} <= files
-    assert (tmp_path / "evaluation/oneclass/roc.csv").read_text().splitlines()[0] == "fpr,autoencoder,pca"
-
-
+# ---- the report ------------------------------------------------------------------------------------------
 def test_report_tables_and_anchors(tmp_path):
     metrics = {
         "pca": {"recon_sse": 13.5, "probe_accuracy": 0.9, "oneclass/auroc_mean": 0.95, "oneclass/auroc/0": 0.95},
@@ -322,22 +202,3 @@ def test_evaluate_params_are_validated():
         params("evaluate.oneclass.threshold_percentile=0")
     with pytest.raises(ConfigError, match=r"evaluate\.tsne\.colour: unknown key"):
         params("evaluate.tsne.colour=red")
-
-
-def test_oneclass_benchmark_writes_a_results_file_the_report_renders(shared_data, tmp_path, monkeypatch):
-    from aelab.benchmarks import oneclass as benchmark
-
-    monkeypatch.setenv("AELAB_SHARED_DATA", str(shared_data))
-    out = tmp_path / "results.json"
-    argv = ["--dataset", "mnist", "--variant", "conv", "--work", str(tmp_path / "work"), "--out", str(out)]
-    argv += ["--set", "data.max_train_samples=500", "--set", "evaluate.oneclass.classes=[0, 1]"]
-    argv += ["--set", "evaluate.oneclass.max_epochs=1"]
-    monkeypatch.chdir(tmp_path)
-    assert benchmark.main(argv) == 0
-    results = json.loads(out.read_text())
-    assert set(results["metrics"]) == {"conv", "pca"}
-    assert set(results["metrics"]["conv"]) >= {"oneclass/auroc/0", "oneclass/auroc/1", "oneclass/auroc_mean"}
-    assert results["variant_settings"]["code_dim"] == 32  # the 28x28 layout of deep-mnist.yaml
-    text = report.report(tmp_path / "unused.json", [out])
-    assert "per-class conv models, 1 epochs each (from `deep-mnist.yaml`)" in text
-    assert "| one-class mean AUROC (%), convolutional autoencoder | 89.7 |" in text and "conv: " in text

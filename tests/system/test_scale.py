@@ -1,4 +1,5 @@
-"""Scale and speed: DDP sharding and logging, resume after a kill, a remote MLflow server, `aelab bench`."""
+"""Scale and recovery as real processes: DDP (ddp, ddp_spawn, torchrun), resume after Ctrl-C and SIGKILL, and
+tracking on an MLflow server over HTTP."""
 
 from __future__ import annotations
 
@@ -16,30 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from aelab.config import load_params
-from aelab.data.datamodule import AutoencoderDataModule, IndexBatches
-from aelab.data.prepared import PreparedData, Split
-from aelab.errors import ConfigError, TrainingError
+from tests.helpers import FAST
+from tests.helpers import fast_params as params
 
-REPO = Path(__file__).resolve().parents[1]
-FAST = ["train.max_epochs=2", "tracking.log_model=false", "train.accelerator=cpu"]
-
-
-def params(*overrides: str):
-    return load_params(REPO / "params.yaml", [*FAST, *overrides])
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh project folder with the digits prepared in it, as the working directory."""
-    from aelab.stages.prepare import prepare
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("AELAB_PROJECT_ROOT", str(tmp_path))
-    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    prepare(params().data, 42)
-    return tmp_path
+pytestmark = [pytest.mark.slow, pytest.mark.project(params="repo", prepared=True)]
 
 
 def aelab(project: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -65,29 +46,6 @@ def runs(project: Path, uri: str | None = None) -> list:
 
 def metrics(project: Path, variant: str = "undercomplete") -> dict[str, float]:
     return json.loads((project / "data" / "models" / variant / "metrics.json").read_text())
-
-
-# ---- sharding -------------------------------------------------------------------------------------------------
-def test_ranks_see_disjoint_shards_that_make_up_the_single_process_batches() -> None:
-    n, batch, world = 103, 8, 2
-    single = [b for _, b in IndexBatches(n, batch, shuffle=True, seed=5)]
-    shards = [IndexBatches(n, batch // world, shuffle=True, seed=5, rank=r, world_size=world) for r in range(world)]
-    per_rank = [[b for _, b in s] for s in shards]
-    seen = torch.cat([torch.cat(b) for b in per_rank])
-    assert len(per_rank[0]) == len(per_rank[1])
-    assert set(seen.tolist()) == set(range(n))  # every row, and only the one wrap-around pad is repeated
-    assert len(seen) - n == 1
-    for k in range(len(single) - 1):  # the k-th global batch is the union of the ranks' k-th batches
-        assert sorted(torch.cat([per_rank[0][k], per_rank[1][k]]).tolist()) == sorted(single[k].tolist())
-    shards[0].set_epoch(1)
-    assert not torch.equal(torch.cat([b for _, b in shards[0]]), torch.cat(per_rank[0]))
-
-
-def test_global_batch_must_split_evenly_over_processes() -> None:
-    data = PreparedData(*(Split(torch.rand(10, 4).numpy(), None) for _ in range(3)))
-    dm = AutoencoderDataModule(data, batch_size=9)
-    with pytest.raises(ConfigError, match=r"train\.batch_size: 9 .* divisible by the number of processes \(2\)"):
-        dm.per_rank_batch_size(9, 2)
 
 
 # ---- DDP on CPU -----------------------------------------------------------------------------------------------
@@ -133,7 +91,6 @@ def test_two_process_ddp_trains_the_pretrained_conv_variant_and_logs_one_run(pro
     assert metrics(project, "stacked_conv")["total_epochs"] == 3 * 1 + 1
 
 
-@pytest.mark.slow
 def test_torchrun_starts_all_ranks_at_once_and_still_logs_one_run(project: Path) -> None:
     """torchrun (and SLURM) start every rank together: only rank zero may open the tracking store."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -209,45 +166,6 @@ def test_interrupted_and_killed_training_resumes_to_the_same_result_in_the_same_
     assert resumed.metrics == alone.metrics
 
 
-def test_a_finished_training_run_again_starts_a_new_run(project: Path) -> None:
-    from aelab.data.prepared import load_prepared
-    from aelab.training.run import train_variant
-
-    data = load_prepared(Path("data/prepared"))
-    one = train_variant(params("train.max_epochs=1"), "undercomplete", data)
-    two = train_variant(params("train.max_epochs=1"), "undercomplete", data)
-    assert one.run_id != two.run_id and one.metrics == two.metrics
-    folder = next((project / "data" / "checkpoints" / "undercomplete").iterdir())
-    assert sorted(p.name for p in folder.iterdir() if p.name != ".lock") == [
-        "best.ckpt",
-        "complete",
-        "last.ckpt",
-        "run.json",
-    ]
-
-
-def test_diverging_loss_is_reported_within_a_few_steps(project: Path) -> None:
-    from aelab.data.prepared import load_prepared
-    from aelab.training.run import train_variant
-
-    data = load_prepared(Path("data/prepared"))
-    bad = PreparedData(Split(data.train.x * float("nan"), None), data.val, data.test, data.meta)
-    with pytest.raises(TrainingError, match=r"loss became nan at epoch 0, step [123];"):
-        train_variant(params("train.check_finite_every_n_steps=3", "model.loss=mse"), "undercomplete", bad)
-
-
-@pytest.mark.slow
-def test_compiled_training_matches_eager_training(project: Path) -> None:
-    """`train.compile` runs the module through torch.compile (inductor needs a C compiler on CPU)."""
-    from aelab.data.prepared import load_prepared
-    from aelab.training.run import train_variant
-
-    data = load_prepared(Path("data/prepared"))
-    eager = train_variant(params("train.max_epochs=1"), "sparse", data).metrics
-    compiled = train_variant(params("train.max_epochs=1", "train.compile=true"), "sparse", data).metrics
-    assert compiled["test/loss"] == pytest.approx(eager["test/loss"], rel=1e-3)
-
-
 # ---- an MLflow tracking server --------------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
@@ -314,79 +232,5 @@ def test_training_is_tracked_on_an_mlflow_server_over_http(project: Path, mlflow
 
     assert "samples.png" in [a.path for a in MlflowClient(url).list_artifacts(run.info.run_id)]
     assert list((folder / "artifacts").rglob("samples.png"))  # uploaded through the server, not written locally
-    assert not (project / "mlruns" / "mlflow.db").exists()
+    assert not runs(project)  # nothing tracked in the project's own store
     assert json.loads((project / "data" / "models" / "sparse" / "run.json").read_text())["tracking_uri"] == url
-
-
-# ---- aelab bench ----------------------------------------------------------------------------------------------
-def test_bench_runs_both_paths_and_reports(capsys: pytest.CaptureFixture) -> None:
-    from aelab.cli import main
-
-    args = ["--steps", "6", "--warmup", "2", "--repeats", "1", "--samples", "700", "--features", "64"]
-    assert (
-        main(["bench", "--params", str(REPO / "params.yaml"), "--hidden-dims", "32,8", "--batch-size", "64", *args])
-        == 0
-    )
-    out = capsys.readouterr().out
-    assert "64-32-8 undercomplete autoencoder, batch 64, cpu" in out
-    assert "time per sample, lightning / bare:" in out
-    assert "machine sgemm throughput" in out
-    for path in ("bare", "lightning"):
-        assert path in out
-
-
-def test_bench_runs_the_convolutional_variants_on_square_images(capsys: pytest.CaptureFixture) -> None:
-    from aelab.cli import main
-
-    args = ["--steps", "3", "--warmup", "1", "--repeats", "1", "--samples", "300", "--features", "64"]
-    for variant in ("conv", "stacked_conv"):
-        assert main(["bench", "--params", str(REPO / "params.yaml"), "--variant", variant, *args]) == 0
-        out = capsys.readouterr().out
-        assert f"64-12 {variant} autoencoder" in out and "time per sample, lightning / bare:" in out
-
-
-def test_bench_choices_on_the_command_line_match_the_bench() -> None:
-    from aelab import bench, cli
-
-    assert cli.BENCH_DATA == bench.DATA_KINDS and cli.BENCH_PRECISIONS == bench.PRECISIONS
-
-
-def test_bench_rejects_a_precision_it_cannot_compare() -> None:
-    from aelab.cli import main
-
-    assert main(["bench", "--params", str(REPO / "params.yaml"), "--set", "train.precision='64'"]) == 2
-
-
-# ---- GPU paths (skipped without CUDA) -------------------------------------------------------------------------
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@pytest.mark.gpu
-@cuda
-def test_data_resident_on_the_gpu_and_batches_stay_there(project: Path) -> None:
-    import lightning as L
-
-    from aelab.data.prepared import load_prepared
-    from aelab.training.run import build_datamodule
-
-    dm = build_datamodule(params("train.accelerator=cuda"), "denoising", load_prepared(Path("data/prepared")))
-    trainer = L.Trainer(accelerator="cuda", devices=1, logger=False, max_steps=1)
-    dm.trainer = trainer
-    dm.setup("fit")
-    assert dm.tensors["train"].is_cuda
-    number, index = next(iter(dm.train_dataloader().sampler))
-    assert index.is_cuda
-    batch = dm.train_dataloader().dataset[(number, index)]
-    assert batch[0].is_cuda
-
-
-@pytest.mark.gpu
-@cuda
-@pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
-def test_training_on_the_gpu(project: Path, precision: str) -> None:
-    from aelab.data.prepared import load_prepared
-    from aelab.training.run import train_variant
-
-    overrides = ("train.accelerator=cuda", f"train.precision='{precision}'")
-    result = train_variant(params(*overrides), "sparse", load_prepared(Path("data/prepared")))
-    assert torch.isfinite(torch.tensor(result.metrics["test/loss"]))

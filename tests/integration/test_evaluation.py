@@ -1,0 +1,131 @@
+"""The one-class protocol and the evaluate stage on tiny data, and the one-class benchmark on MNIST."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from aelab.data.prepared import PreparedData, Split
+from aelab.errors import DataError
+from aelab.evaluation import oneclass, report
+from tests.helpers import blobs, tiny_data
+from tests.helpers import repo_params as params
+
+
+# ---- one-class -------------------------------------------------------------------------------------------
+def test_oneclass_protocol_on_small_data(tmp_path):
+    cfg = params(
+        "evaluate.oneclass.hidden_dims=[8, 2]", "evaluate.oneclass.max_epochs=3", "evaluate.oneclass.classes=[0, 2]"
+    )
+    data = tiny_data()
+    found = oneclass.run_oneclass(cfg, data, root=tmp_path)
+    assert [(r["class"], r["method"]) for r in found.rows] == [
+        (0, "autoencoder"),
+        (0, "pca"),
+        (2, "autoencoder"),
+        (2, "pca"),
+    ]
+    pca_metrics = found.metrics("pca")
+    assert pca_metrics["oneclass/auroc_mean"] > 0.95  # separated blobs: PCA of one class misfits the others
+    assert set(found.metrics("autoencoder")) >= {"oneclass/auroc/0", "oneclass/auroc/2", "oneclass/f1_mean"}
+    models = sorted(tmp_path.glob("*/class_*/model.pt"))
+    assert [p.parent.name for p in models] == ["class_0", "class_2"]
+    # a repeated evaluation reuses the finished per-class models and gives the same numbers
+    stamps = [p.stat().st_mtime_ns for p in models]
+    again = oneclass.run_oneclass(cfg, data, root=tmp_path)
+    assert again.rows == found.rows
+    assert [p.stat().st_mtime_ns for p in models] == stamps
+    curves = oneclass.mean_roc(found, 11)
+    assert list(curves) == ["fpr", "autoencoder", "pca"] and curves["pca"][-1] == pytest.approx(1.0)
+    # another score reuses the same models (it is not part of their cache key) and rescores every method
+    standardized = oneclass.run_oneclass(
+        cfg.model_copy(
+            update={
+                "evaluate": cfg.evaluate.model_copy(
+                    update={"oneclass": cfg.evaluate.oneclass.model_copy(update={"score": "standardized"})}
+                )
+            }
+        ),
+        data,
+        root=tmp_path,
+    )
+    assert [p.stat().st_mtime_ns for p in models] == stamps
+    assert [r["threshold"] for r in standardized.rows] != [r["threshold"] for r in found.rows]
+    assert standardized.metrics("pca")["oneclass/auroc_mean"] > 0.95
+
+
+@pytest.mark.parametrize("variant", ["conv", "stacked_conv"])
+def test_oneclass_protocol_trains_convolutional_and_pretrained_variants(tmp_path, variant):
+    cfg = params(
+        f"evaluate.oneclass.variant={variant}",
+        "evaluate.oneclass.max_epochs=2",
+        "evaluate.oneclass.classes=[1]",
+        f"variants.{variant}.code_dim=4",
+        *([f"variants.{variant}.pretrain_epochs=1"] if variant == "stacked_conv" else []),
+    )
+    x, y = blobs(30, n_features=64)
+    data = PreparedData(
+        Split(x, y), Split(*blobs(10, 64, seed=1)), Split(*blobs(20, 64, seed=2)), meta={"image_shape": [1, 8, 8]}
+    )
+    found = oneclass.run_oneclass(cfg, data, root=tmp_path)
+    assert [(r["class"], r["method"]) for r in found.rows] == [(1, "autoencoder"), (1, "pca")]
+    (model,) = tmp_path.glob("*/class_1/model.pt")
+    assert oneclass.AutoencoderReducer.load(model).module_.code_dim == 4
+    phases = sorted(p.name for p in model.parent.glob("pretrain/layer*.pt"))
+    assert phases == (["layer1.pt", "layer2.pt", "layer3.pt"] if variant == "stacked_conv" else [])  # blocks, code
+
+
+def test_oneclass_rejects_unknown_classes(tmp_path):
+    with pytest.raises(DataError, match=r"evaluate\.oneclass\.classes: \[7\]"):
+        oneclass.run_oneclass(params("evaluate.oneclass.classes=[7]"), tiny_data(), root=tmp_path)
+
+
+# ---- the stage ----------------------------------------------------------------------------
+def test_evaluate_stage_on_tiny_data(tmp_path):
+    from aelab.stages import evaluate as stage
+    from aelab.stages.reduce import reduce
+
+    cfg = params(
+        "reduce.pca_components=3",
+        "evaluate.tsne.max_samples=30",
+        "evaluate.oneclass.classes=[1]",
+        "evaluate.oneclass.max_epochs=1",
+        "evaluate.oneclass.hidden_dims=[4]",
+        "evaluate.num_threads=1",
+    )
+    data = tiny_data()
+    reduce(cfg, "pca", data, out=tmp_path / "codes")
+    with torch.random.fork_rng():
+        results, outputs = stage.evaluate(
+            cfg, data, codes_dir=tmp_path / "codes", models_dir=tmp_path / "models", out=tmp_path / "evaluation"
+        )
+    assert set(results) == {"pca", "raw", "undercomplete"}
+    pca = results["pca"]
+    assert {"recon_mse", "recon_sse", "probe_accuracy", "knn_accuracy", "explained_variance"} <= set(pca)
+    assert "denoise/gaussian_0.3/ssim" in pca and "denoise/gaussian_0.3/psnr" in results["raw"]
+    assert "oneclass/auroc/1" in pca and "oneclass/auroc/1" in results["undercomplete"]
+    files = {p.relative_to(tmp_path / "evaluation").as_posix() for p in (tmp_path / "evaluation").rglob("*.*")}
+    assert {"oneclass/roc.csv", "oneclass/roc.png", "tsne/pca.png", "classification/confusion_raw.png"} <= files
+    assert (tmp_path / "evaluation/oneclass/roc.csv").read_text().splitlines()[0] == "fpr,autoencoder,pca"
+
+
+@pytest.mark.slow  # the MNIST originals and per-class training on them: over 10 s
+def test_oneclass_benchmark_writes_a_results_file_the_report_renders(shared_data, tmp_path, monkeypatch):
+    from aelab.benchmarks import oneclass as benchmark
+
+    monkeypatch.setenv("AELAB_SHARED_DATA", str(shared_data))
+    out = tmp_path / "results.json"
+    argv = ["--dataset", "mnist", "--variant", "conv", "--work", str(tmp_path / "work"), "--out", str(out)]
+    argv += ["--set", "data.max_train_samples=500", "--set", "evaluate.oneclass.classes=[0, 1]"]
+    argv += ["--set", "evaluate.oneclass.max_epochs=1"]
+    monkeypatch.chdir(tmp_path)
+    assert benchmark.main(argv) == 0
+    results = json.loads(out.read_text())
+    assert set(results["metrics"]) == {"conv", "pca"}
+    assert set(results["metrics"]["conv"]) >= {"oneclass/auroc/0", "oneclass/auroc/1", "oneclass/auroc_mean"}
+    assert results["variant_settings"]["code_dim"] == 32  # the 28x28 layout of deep-mnist.yaml
+    text = report.report(tmp_path / "unused.json", [out])
+    assert "per-class conv models, 1 epochs each (from `deep-mnist.yaml`)" in text
+    assert "| one-class mean AUROC (%), convolutional autoencoder | 89.7 |" in text and "conv: " in text

@@ -1,0 +1,125 @@
+"""Pipeline wiring without running it: `dvc.yaml` as DVC reads it agrees with the CLI, params.yaml, the source tree
+and `aelab.paths` (the full `dvc repro` is a system test)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aelab.cli import _parser
+from aelab.config import load_params
+from aelab.paths import (
+    BEST_PARAMS_FILE,
+    CODES_DIR,
+    EVALUATION_DIR,
+    METRICS_FILE,
+    MODELS_DIR,
+    ONECLASS_MODEL_DIR,
+    PREPARED_DIR,
+    TUNED,
+)
+from tests.conftest import REPO
+
+TRAINING_STAGES = ("train@", "train_tuned", "tune", "evaluate", "oneclass")
+# the variants `dvc repro` trains: `pipeline.variants` of the shipped params.yaml
+VARIANTS = load_params(REPO / "params.yaml").pipeline.variants
+# what every stage that trains a network reads: a change to any of these must re-run all of them
+TRAINING_PARAMS = {
+    "seed",
+    "model.activation",
+    "model.dropout",
+    "model.loss",
+    "train.batch_size",
+    "train.lr",
+    "train.weight_decay",
+    "train.optimizer",
+    "train.precision",
+    "train.accumulate_grad_batches",
+}
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The stages as DVC expands them (foreach, ${item}), read from a copy of dvc.yaml and params.yaml."""
+    from dvc.repo import Repo
+
+    folder = tmp_path_factory.mktemp("dvc")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, folder / name)
+    repo = Repo.init(str(folder), no_scm=True)
+    try:
+        repo.index.check_graph()  # no cycles, no output claimed twice
+        found = {}
+        for stage in repo.index.stages:
+            params = {key for dep in stage.deps if hasattr(dep, "params") for key in dep.params}
+            files = {Path(dep.def_path) for dep in stage.deps if not hasattr(dep, "params")}
+            param_files = {Path(dep.def_path) for dep in stage.deps if hasattr(dep, "params")}
+            outs = {Path(out.def_path) for out in stage.outs}
+            found[stage.name] = {"cmd": stage.cmd, "params": params, "deps": files, "outs": outs}
+            found[stage.name]["param_files"] = param_files
+        return found
+    finally:
+        repo.close()
+
+
+def test_stages_cover_every_variant(stages) -> None:
+    expected = {"prepare", "reduce_pca", "tune", "train_tuned", "reduce_tuned", "evaluate", "oneclass"}
+    expected |= {f"{kind}@{variant}" for kind in ("train", "reduce") for variant in VARIANTS}
+    assert set(stages) == expected
+
+
+def test_every_command_is_one_the_cli_accepts(stages) -> None:
+    parser = _parser()
+    for name, stage in stages.items():
+        program, *argv = stage["cmd"].split()
+        assert program == "aelab", name
+        args = parser.parse_args(argv)
+        item = name.partition("@")[2] or {"train_tuned": TUNED, "reduce_tuned": TUNED, "reduce_pca": "pca"}.get(name)
+        if item:  # the stage's variant is the one its command trains or encodes
+            assert item in (getattr(args, "variant", None), getattr(args, "method", None)), name
+
+
+def test_outputs_are_where_the_code_writes_them(stages) -> None:
+    assert stages["prepare"]["outs"] == {PREPARED_DIR}
+    for variant in (*VARIANTS, TUNED):
+        train = stages[f"train@{variant}" if variant != TUNED else "train_tuned"]
+        reduce = stages[f"reduce@{variant}" if variant != TUNED else "reduce_tuned"]
+        assert train["outs"] == {MODELS_DIR / variant} and reduce["outs"] == {CODES_DIR / variant}
+    assert stages["reduce_pca"]["outs"] == {CODES_DIR / "pca"}
+    assert stages["tune"]["outs"] == {BEST_PARAMS_FILE}
+    assert stages["evaluate"]["outs"] == {EVALUATION_DIR, METRICS_FILE}
+    assert stages["oneclass"]["outs"] == {ONECLASS_MODEL_DIR}
+
+
+def test_every_dependency_exists_or_is_made_by_a_stage(stages) -> None:
+    outs = {out for stage in stages.values() for out in stage["outs"]}
+    for name, stage in stages.items():
+        for dep in stage["deps"]:
+            made = any(dep == out or out.is_relative_to(dep) for out in outs)  # data/codes holds data/codes/pca
+            assert made or (REPO / dep).exists(), f"{name}: {dep} is neither in the checkout nor a stage's output"
+        assert stage["param_files"] <= {Path("params.yaml"), BEST_PARAMS_FILE}, name
+    assert BEST_PARAMS_FILE in stages["train_tuned"]["param_files"]  # the search's result feeds the tuned model
+
+
+def test_every_params_key_is_in_params_yaml(stages) -> None:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, stage in stages.items():
+        for key in stage["params"]:
+            node = raw
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"{name}: params key {key} not in params.yaml"
+                node = node[part]
+
+
+def test_training_stages_read_the_same_training_params(stages) -> None:
+    for name, stage in stages.items():
+        if name.startswith(TRAINING_STAGES):
+            assert stage["params"] >= TRAINING_PARAMS, f"{name} misses {sorted(TRAINING_PARAMS - stage['params'])}"
+    for variant in VARIANTS:
+        assert f"variants.{variant}" in stages[f"train@{variant}"]["params"]
+        assert stages[f"train@{variant}"]["deps"] >= {PREPARED_DIR}
+        assert stages[f"reduce@{variant}"]["deps"] >= {PREPARED_DIR, MODELS_DIR / variant}
+    assert "variants" in stages["evaluate"]["params"]  # the one-class models are trained like the variants
