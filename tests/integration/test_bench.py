@@ -11,7 +11,7 @@ import torch
 from aelab.config import load_params
 from aelab.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["--steps", "3", "--warmup", "1", "--repeats", "2", "--samples", "300", "--features", "64"]
 
 

@@ -11,8 +11,9 @@ import torch
 from aelab.errors import BusyError
 from aelab.paths import CHECKPOINTS_DIR
 from aelab.training.checkpoints import AtomicCheckpointIO, read_checkpoint, resume_point
-from tests.test_deep_variants import digits, make_params  # noqa: F401 - `digits` is a fixture
-from tests.test_fileio import _hold_lock
+from tests.helpers import make_params
+from tests.integration.test_deep_variants import digits  # noqa: F401 - `digits` is a fixture
+from tests.integration.test_fileio import _hold_lock
 
 
 def _torn_checkpoint(path: Path, content: dict) -> None:

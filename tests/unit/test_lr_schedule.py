@@ -18,7 +18,7 @@ from aelab.models.schedule import lr_factor, schedule_options
 from aelab.training.run import build_datamodule
 from aelab.training.trainer import build_trainer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_factors_warm_up_then_follow_the_half_cosine() -> None:

@@ -11,7 +11,7 @@ from aelab.config import load_params
 from aelab.data.prepared import PreparedData, Split
 from aelab.evaluation import reduction
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_pipeline_pca_error_is_unclipped_and_equals_numpy_svd() -> None:
