@@ -31,7 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("evaluate", parents=[common], help="compare the codes: reconstruction, linear probe")
     _add_bench(sub, common)
     report = sub.add_parser("report", help="the metrics (or benchmark results) as Markdown tables")
-    report.add_argument("--metrics", default="data/metrics.json", help="metrics file (default: data/metrics.json)")
+    report.add_argument(
+        "--metrics",
+        default="data/evaluation/all_metrics.json",
+        help="metrics file of `aelab evaluate` (default: data/evaluation/all_metrics.json)",
+    )
     report.add_argument(
         "--results", action="append", default=[], metavar="FILE", help="benchmark results JSON (repeatable)"
     )

@@ -1,8 +1,9 @@
 """`aelab evaluate`: what the codes are good for, per method, against PCA and the raw inputs.
 
 Reads `data/prepared`, `data/codes/<method>` (from `reduce`) and `data/models/<variant>` (from `train`);
-writes `data/metrics.json` (the one metrics file in dvc.yaml) and the tables and figures in `data/evaluation/`,
-and logs both to each variant's MLflow run. Metric keys per method (see `aelab.evaluation` for each concern):
+writes the headline metrics `data/metrics/<method>.json` (the metrics in dvc.yaml), the full set
+`data/evaluation/all_metrics.json` and the tables and figures in `data/evaluation/`, and logs them to each variant's
+MLflow run. Metric keys per method (see `aelab.evaluation` for each concern):
 - `recon_mse`, `recon_sse` (summed over features, mean over samples), `explained_variance`, `code/*`;
 - `probe_accuracy` (logistic regression), `knn_accuracy`, `tsne/trustworthiness`;
 - `denoise/<corruption>/{psnr,ssim}` (under `raw`: the corrupted input itself);
@@ -33,7 +34,8 @@ from aelab.config import Params
 from aelab.data.prepared import PreparedData, load_prepared
 from aelab.errors import DataError
 from aelab.evaluation import classification, denoising, oneclass, reduction, sparsity, tsne
-from aelab.paths import CODES_DIR, EVALUATION_DIR, METRICS_FILE, MODELS_DIR, PREPARED_DIR
+from aelab.evaluation.headline import write_headlines
+from aelab.paths import ALL_METRICS_FILE, CODES_DIR, EVALUATION_DIR, METRICS_DIR, MODELS_DIR, PREPARED_DIR
 from aelab.plots import image_grid
 from aelab.reducers import AutoencoderReducer
 from aelab.stages.reduce import encode_splits
@@ -264,13 +266,15 @@ def thread_limit(n: int | None) -> Iterator[None]:
 def main(params: Params) -> None:
     with thread_limit(params.evaluate.num_threads):
         results, outputs = evaluate(params, load_prepared(PREPARED_DIR))
-    METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    METRICS_FILE.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    logged = log_to_mlflow(params, results, outputs, MODELS_DIR, METRICS_FILE)
+    ALL_METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    ALL_METRICS_FILE.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    write_headlines(results, METRICS_DIR)
+    logged = log_to_mlflow(params, results, outputs, MODELS_DIR, ALL_METRICS_FILE)
     console = Console(stderr=True)
     headline = ("recon_sse", "explained_variance", "probe_accuracy", "knn_accuracy", "oneclass/auroc_mean")
     for method, metrics in results.items():
         console.print(f"{method}: " + ", ".join(f"{k} {metrics[k]:.4g}" for k in headline if k in metrics))
     console.print(
-        f"metrics -> {METRICS_FILE}, figures -> {outputs.root}, MLflow runs of: {', '.join(logged) or 'none'}"
+        f"headline metrics -> {METRICS_DIR}/, all metrics -> {ALL_METRICS_FILE}, figures -> {outputs.root}/, "
+        f"MLflow runs of: {', '.join(logged) or 'none'}"
     )

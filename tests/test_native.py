@@ -1,0 +1,80 @@
+"""How aelab reads in the tools around it: DVC metrics, MLflow runs, Optuna studies and the terminal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from aelab.evaluation.headline import headline, write_headlines
+
+METHODS = (
+    "undercomplete",
+    "sparse",
+    "denoising",
+    "stacked",
+    "stacked-scratch",
+    "conv",
+    "stacked_conv",
+    "tuned",
+    "pca",
+    "raw",
+)
+
+
+def _full_metrics(i: int) -> dict[str, float]:
+    """The shape of one method's entry in `all_metrics.json` (many more keys than the headline)."""
+    return {
+        "recon_mse": 0.0123456789 + i,
+        "recon_sse": 0.79,
+        "explained_variance": 0.81234,
+        "code/effective_dims": 3.8,
+        "probe_accuracy": 0.9361111111111111,
+        "knn_accuracy": 0.9638888888888889,
+        "tsne/trustworthiness": 0.97,
+        "oneclass/auroc_mean": 0.9980412886954223,
+        "oneclass/auroc/3": 0.99,
+        "denoise/gaussian_0.1/psnr": 17.7,
+        "denoise/masking_0.3/psnr": 19.1,
+        "denoise/masking_0.3/ssim": 0.6,
+    }
+
+
+def test_headline_keeps_five_values_and_the_best_psnr():
+    found = headline(_full_metrics(0))
+    assert found == {
+        "auroc": pytest.approx(0.9980412886954223),
+        "knn": pytest.approx(0.9638888888888889),
+        "mse": pytest.approx(0.0123456789),
+        "probe": pytest.approx(0.9361111111111111),
+        "psnr": pytest.approx(19.1),
+    }
+    assert headline({"probe_accuracy": 0.9, "knn_accuracy": 0.8}) == {"knn": 0.8, "probe": 0.9}
+
+
+def test_headline_files_replace_stale_methods(tmp_path):
+    folder = tmp_path / "metrics"
+    write_headlines({"gone": _full_metrics(0)}, folder)
+    written = write_headlines({"pca": _full_metrics(0), "empty": {"code_dim": 12}}, folder)
+    assert written == [folder / "pca.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["pca.json"]
+    assert json.loads((folder / "pca.json").read_text())["mse"] == pytest.approx(0.0123456789)
+
+
+@pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None, reason="needs dvc and git")
+def test_dvc_metrics_show_fits_200_columns(tmp_path):
+    def run(*cmd: str) -> str:
+        return subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  evaluate:\n    cmd: 'true'\n    metrics:\n      - data/metrics:\n          cache: false\n"
+    )
+    write_headlines({m: _full_metrics(i) for i, m in enumerate(METHODS)}, tmp_path / "data" / "metrics")
+    table = run("dvc", "metrics", "show").splitlines()
+    assert len(table) == 1 + len(METHODS)
+    assert table[0].split() == ["Path", "auroc", "knn", "mse", "probe", "psnr"]
+    assert max(len(line) for line in table) <= 200, table[0]
