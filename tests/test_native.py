@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,50 @@ def test_dvc_metrics_show_fits_200_columns(tmp_path):
     assert len(table) == 1 + len(METHODS)
     assert table[0].split() == ["Path", "auroc", "knn", "mse", "probe", "psnr"]
     assert max(len(line) for line in table) <= 200, table[0]
+
+
+@pytest.fixture
+def trained(prepared_digits, tiny_params, monkeypatch):
+    """One tiny pipeline training run, as under `dvc exp run` (which sets DVC_EXP_NAME)."""
+    import mlflow
+
+    from aelab.tracking import tracking_uri
+    from aelab.training.run import train_variant
+
+    monkeypatch.setenv("DVC_EXP_NAME", "quick-exp")
+    result = train_variant(tiny_params, "undercomplete", prepared_digits)
+    client = mlflow.MlflowClient(tracking_uri(tiny_params.tracking))
+    return client, client.get_run(result.run_id)
+
+
+def test_training_run_tags_params_dataset_and_curves(trained):
+    client, run = trained
+    tags = run.data.tags
+    assert tags["aelab.variant"] == "undercomplete" and tags["aelab.stage"] == "train@undercomplete"
+    assert tags["dvc.exp_name"] == "quick-exp"
+    assert "mlflow.source.git.commit" in tags and "git_commit" not in tags
+    keys = set(run.data.params)
+    assert {"seed", "train.lr", "model.loss", "data.source", "variants.undercomplete.hidden_dims"} <= keys
+    assert not [k for k in keys if k.startswith(("variants.sparse", "variants.conv", "evaluate.", "tune."))]
+    assert not keys & {"lr", "hidden_dims", "loss", "seed_", "variant"}  # no unprefixed Lightning duplicates
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["digits-train"]
+    assert "mlflow.note.content" in client.get_experiment(run.info.experiment_id).tags
+    models = client.search_logged_models([run.info.experiment_id])
+    assert [m.name for m in models if m.source_run_id == run.info.run_id] == ["undercomplete"]
+    folder = Path("data/models/undercomplete")
+    assert not (folder / "run.json").exists()
+    assert len((folder / "dvclive/plots/metrics/val/loss.tsv").read_text().splitlines()) == 1 + 2  # header, 2 epochs
+
+
+def test_evaluation_keeps_the_training_runs_end_time_and_adds_baselines(trained):
+    from aelab.evaluation.runs import baseline_run, into_training_run
+
+    client, run = trained
+    model_file = Path("data/models/undercomplete/model.pt")
+    assert into_training_run(client, "aelab", model_file, {"probe_accuracy": 0.9}, []) == run.info.run_id
+    after = client.get_run(run.info.run_id)
+    assert after.info.end_time == run.info.end_time and after.info.status == "FINISHED"
+    assert after.data.metrics["eval/probe_accuracy"] == pytest.approx(0.9)
+    pca = client.get_run(baseline_run(client, "aelab", "pca", {"probe_accuracy": 0.8}, []))
+    assert pca.info.run_name == "pca" and pca.data.tags["aelab.role"] == "baseline"
+    assert pca.data.metrics["eval/probe_accuracy"] == pytest.approx(0.8) and pca.info.status == "FINISHED"

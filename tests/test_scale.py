@@ -20,6 +20,7 @@ from aelab.config import load_params
 from aelab.data.datamodule import AutoencoderDataModule, IndexBatches
 from aelab.data.prepared import PreparedData, Split
 from aelab.errors import ConfigError, TrainingError
+from aelab.training.lookup import file_digest
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["train.max_epochs=2", "tracking.log_model=false", "train.accelerator=cpu"]
@@ -220,6 +221,7 @@ def test_a_finished_training_run_again_starts_a_new_run(project: Path) -> None:
     assert sorted(p.name for p in next((project / "data" / "checkpoints" / "undercomplete").iterdir()).iterdir()) == [
         "best.ckpt",
         "complete",
+        "dvclive",
         "last.ckpt",
         "run.json",
     ]
@@ -314,7 +316,9 @@ def test_training_is_tracked_on_an_mlflow_server_over_http(project: Path, mlflow
     assert "samples.png" in [a.path for a in MlflowClient(url).list_artifacts(run.info.run_id)]
     assert list((folder / "artifacts").rglob("samples.png"))  # uploaded through the server, not written locally
     assert not (project / "mlruns" / "mlflow.db").exists()
-    assert json.loads((project / "data" / "models" / "sparse" / "run.json").read_text())["tracking_uri"] == url
+    assert not (project / "data" / "models" / "sparse" / "run.json").exists()  # the run is found by its model file
+    model_digest = run.data.tags["aelab.model_sha256"]
+    assert model_digest == file_digest(project / "data" / "models" / "sparse" / "model.pt")
 
 
 # ---- aelab bench ----------------------------------------------------------------------------------------------

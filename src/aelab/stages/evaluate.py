@@ -35,7 +35,15 @@ from aelab.data.prepared import PreparedData, load_prepared
 from aelab.errors import DataError
 from aelab.evaluation import classification, denoising, oneclass, reduction, sparsity, tsne
 from aelab.evaluation.headline import write_headlines
-from aelab.paths import ALL_METRICS_FILE, CODES_DIR, EVALUATION_DIR, METRICS_DIR, MODELS_DIR, PREPARED_DIR
+from aelab.paths import (
+    ALL_METRICS_FILE,
+    CODES_DIR,
+    EVALUATION_DIR,
+    METRICS_DIR,
+    MODEL_FILE,
+    MODELS_DIR,
+    PREPARED_DIR,
+)
 from aelab.plots import image_grid
 from aelab.reducers import AutoencoderReducer
 from aelab.stages.reduce import encode_splits
@@ -217,33 +225,34 @@ def evaluate(
 
 
 def log_to_mlflow(params: Params, results: dict, outputs: Outputs, models_dir: Path, metrics_file: Path) -> list[str]:
-    """Each variant's metrics (as `eval/...`), its figures and the shared tables into its training run."""
+    """Each variant's metrics (as `eval/...`), its figures and the shared tables into its training run (found by
+    its model file), and PCA and raw inputs as baseline runs of their own (`aelab.evaluation.runs`)."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
-    from aelab.tracking import tracking_uri
+    from aelab.evaluation import runs
+    from aelab.tracking import artifact_location, is_local_store, tracking_uri
 
+    uri = tracking_uri(params.tracking)
+    client = mlflow.MlflowClient(uri)
+    experiment = params.tracking.experiment
     logged = []
     folders = scratch_models(models_dir, list(results))
     for method, metrics in results.items():
-        run_file = folders.get(method, models_dir / method) / "run.json"
-        if not run_file.exists():
+        files = [
+            (path, str(path.parent.relative_to(outputs.root.parent)))
+            for path in outputs.by_method.get(method, []) + outputs.by_method.get("all", [])
+        ] + [(metrics_file, "evaluation")]
+        if method in runs.BASELINES:
+            location = artifact_location() if is_local_store(uri) else None
+            runs.baseline_run(client, experiment, method, metrics, files, location)
+            logged.append(method)
             continue
-        run = json.loads(run_file.read_text())
-        # The store the training run was written to (recorded by `train`), also when evaluating from elsewhere.
-        mlflow.set_tracking_uri(run.get("tracking_uri") or tracking_uri(params.tracking))
-        try:
-            mlflow.MlflowClient().get_run(run["run_id"])
-        except MlflowException:
-            Console(stderr=True).print(
-                f"{method}: MLflow run {run['run_id']} not found; metrics kept in {metrics_file}"
-            )
+        model_file = folders.get(method, models_dir / method) / MODEL_FILE
+        if not model_file.exists():
             continue
-        with mlflow.start_run(run_id=run["run_id"]):
-            mlflow.log_metrics({f"eval/{k}": float(v) for k, v in metrics.items()})
-            for path in outputs.by_method.get(method, []) + outputs.by_method.get("all", []):
-                mlflow.log_artifact(str(path), artifact_path=str(path.parent.relative_to(outputs.root.parent)))
-            mlflow.log_artifact(str(metrics_file), artifact_path="evaluation")
+        if runs.into_training_run(client, experiment, model_file, metrics, files) is None:
+            Console(stderr=True).print(f"{method}: no MLflow run wrote {model_file}; metrics kept in {metrics_file}")
+            continue
         logged.append(method)
     return logged
 

@@ -14,8 +14,16 @@ from aelab.plots import image_grid
 from aelab.tracking import tracking_uri
 
 
-def log_artifacts(run_id: str, params: Params, module: AutoencoderModule, dm: AutoencoderDataModule, out: Path) -> None:
-    """The sample grid and the model (with signature and input example) into the variant's MLflow run."""
+def log_artifacts(
+    run_id: str,
+    params: Params,
+    module: AutoencoderModule,
+    dm: AutoencoderDataModule,
+    out: Path,
+    model_name: str = "model",
+) -> None:
+    """The sample grid and the model (with signature and input example, named `model_name`: the variant, so the
+    UI's model list tells them apart) into the variant's MLflow run."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -39,7 +47,7 @@ def log_artifacts(run_id: str, params: Params, module: AutoencoderModule, dm: Au
                 output = reconstructor(torch.from_numpy(example)).numpy()
             mlflow.pytorch.log_model(
                 reconstructor,
-                name="model",
+                name=model_name,
                 signature=infer_signature(example, output),
                 input_example=example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from aelab.config import Params
 from aelab.errors import TrainingError
-from aelab.tracking import git_commit, mlflow_logger, uninterruptible
+from aelab.tracking import mlflow_logger, run_tags, uninterruptible
 from aelab.training.run import fit_module
 from aelab.tuning.runs import end_child, experiment_id, mlflow_client
 from aelab.tuning.space import params_overrides, suggest
@@ -146,7 +146,7 @@ class Objective:
                 "optuna.trial_number": str(trial.number),
                 "optuna.trial_state": "RUNNING",
                 "aelab.worker": f"{socket.gethostname()}:{os.getpid()}",
-                "git_commit": git_commit(),
+                **run_tags(self.ctx.params.tune.variant, "tune"),
             },
         )
         trial.set_user_attr(ATTR_RUN, run.info.run_id)

@@ -8,7 +8,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from aelab.config import Params, flatten
-from aelab.tracking import artifact_location, git_commit, tracking_uri, uninterruptible
+from aelab.tracking import artifact_location, run_tags, tracking_uri, uninterruptible
 from aelab.tuning.study import ATTR_FAIL_KIND, ATTR_FAIL_REASON, ATTR_PARENT_RUN, UNFINISHED, StudyContext
 
 
@@ -48,8 +48,7 @@ def ensure_parent_run(ctx: StudyContext) -> str:
             "aelab.role": "study",
             "optuna.study_name": ctx.name,
             "optuna.storage": ctx.storage_description,
-            "git_commit": git_commit(),
-            "dvc_stage": "tune",
+            **run_tags(ctx.params.tune.variant, "tune"),
         },
     )
     from mlflow.entities import Param
