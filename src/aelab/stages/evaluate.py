@@ -113,6 +113,8 @@ def evaluate_classification(
         per_class[method] = found.per_class_accuracy
         fig = classification.confusion_figure(data.test.y, found.predictions, f"{method}: linear probe on test")
         outputs.figure(fig, f"classification/confusion_{method}.png", (method,))
+        confusion = pd.DataFrame({"actual": data.test.y, "predicted": found.predictions})
+        outputs.table(confusion, f"confusion/{method}.csv", (method,))  # DVC's confusion template
     table = pd.DataFrame(per_class).rename_axis("class").reset_index()
     outputs.table(table, "tables/classification_per_class.csv")
     return results
