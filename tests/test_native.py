@@ -126,3 +126,33 @@ def test_evaluation_keeps_the_training_runs_end_time_and_adds_baselines(trained)
     pca = client.get_run(baseline_run(client, "aelab", "pca", {"probe_accuracy": 0.8}, []))
     assert pca.info.run_name == "pca" and pca.data.tags["aelab.role"] == "baseline"
     assert pca.data.metrics["eval/probe_accuracy"] == pytest.approx(0.8) and pca.info.status == "FINISHED"
+
+
+def test_tune_with_a_budget_below_the_finished_trials_says_so_and_keeps_best_params(prepared_digits, capsys):
+    import optuna
+
+    from aelab.config import validate_params
+    from aelab.paths import BEST_PARAMS_FILE
+    from aelab.tuning import search
+    from tests.conftest import TINY_PARAMS
+
+    Path("dvc.yaml").write_text("stages: {}\n")
+    tune = {
+        "max_epochs": 1,
+        "sampler": {"n_startup_trials": 2},
+        "pruner": {"kind": "none"},
+        "space": {"hidden_units": {"low": 16, "high": 64}},
+    }
+    search.tune(validate_params({**TINY_PARAMS, "tune": {**tune, "n_trials": 2}}), prepared_digits)
+    written = BEST_PARAMS_FILE.read_text()
+    BEST_PARAMS_FILE.write_text(written + "# untouched\n")
+    capsys.readouterr()
+    assert search.tune(validate_params({**TINY_PARAMS, "tune": {**tune, "n_trials": 1}}), prepared_digits) is None
+    said = [line for line in capsys.readouterr().err.splitlines() if "more than the budget" in line]
+    assert len(said) == 1 and "2 trials finished already" in said[0] and "tune.n_trials=1" in said[0]
+    assert BEST_PARAMS_FILE.read_text() == written + "# untouched\n"
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(next(Path("data/studies").glob("*.journal"))))
+    )
+    (summary,) = optuna.get_all_study_summaries(storage)
+    assert optuna.load_study(study_name=summary.study_name, storage=storage).metric_names == ["val/mse"]
