@@ -156,3 +156,42 @@ def test_tune_with_a_budget_below_the_finished_trials_says_so_and_keeps_best_par
     )
     (summary,) = optuna.get_all_study_summaries(storage)
     assert optuna.load_study(study_name=summary.study_name, storage=storage).metric_names == ["val/mse"]
+
+
+def test_version_flag_prints_the_installed_version(capsys):
+    from importlib.metadata import version
+
+    from aelab.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"aelab {version('aelab')}"
+
+
+def test_tune_help_names_both_tunable_variants(capsys):
+    from aelab.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["tune", "--help"])
+    assert "sparse or conv variant" in capsys.readouterr().out
+
+
+def test_progress_bar_follows_the_terminal_unless_set(monkeypatch):
+    import io
+    import sys
+
+    from aelab.training.trainer import show_progress
+
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    monkeypatch.delenv("CI", raising=False)
+    assert show_progress(None) is True and show_progress(False) is False
+    monkeypatch.setenv("CI", "true")
+    assert show_progress(None) is False and show_progress(True) is True
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe or a file: not a terminal
+    assert show_progress(None) is False

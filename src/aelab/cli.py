@@ -10,8 +10,18 @@ from aelab.errors import AelabError
 from aelab.paths import TUNED
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aelab")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aelab", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     common.add_argument(
@@ -28,7 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--variant", required=True, choices=[*VARIANTS, TUNED])
     reduce = sub.add_parser("reduce", parents=[common], help="encode the dataset with a trained variant or PCA")
     reduce.add_argument("--method", required=True, choices=[*VARIANTS, TUNED, "pca"])
-    sub.add_parser("evaluate", parents=[common], help="compare the codes: reconstruction, linear probe")
+    sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="compare the codes: reconstruction, probe and kNN accuracy, t-SNE, one-class, denoising, sparsity",
+    )
     _add_bench(sub, common)
     report = sub.add_parser("report", help="the metrics (or benchmark results) as Markdown tables")
     report.add_argument(
@@ -43,7 +57,13 @@ def _parser() -> argparse.ArgumentParser:
         "--merge", action="store_true", help="results files of one dataset side by side in one set of tables"
     )
     report.add_argument("--output", default=None, help="write the Markdown here instead of printing it")
-    tune = sub.add_parser("tune", parents=[common], help="Optuna search over the sparse variant (resumable, parallel)")
+    tune = sub.add_parser(
+        "tune",
+        parents=[common],
+        help="Optuna search over the sparse or conv variant (tune.variant; resumable, parallel)",
+        description="Optuna search over the sparse or conv variant (tune.variant); the best trial goes to "
+        "data/tune/best_params.yaml for `aelab train --variant tuned`.",
+    )
     tune.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default: 1)")
     tune.add_argument("--n-trials", type=int, help="trial budget of the study (same as --set tune.n_trials=N)")
     tune.add_argument("--timeout", type=float, help="seconds after which no new trial starts (tune.timeout)")
