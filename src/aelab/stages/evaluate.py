@@ -287,5 +287,6 @@ def main(params: Params) -> None:
         console.print(f"{method}: " + ", ".join(f"{k} {metrics[k]:.4g}" for k in headline if k in metrics))
     console.print(
         f"headline metrics -> {METRICS_DIR}/, all metrics -> {ALL_METRICS_FILE}, figures -> {outputs.root}/, "
-        f"MLflow runs of: {', '.join(logged) or 'none'}"
+        f"MLflow runs of: {', '.join(logged) or 'none'}",
+        soft_wrap=True,
     )
