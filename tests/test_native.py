@@ -90,6 +90,9 @@ def trained(prepared_digits, tiny_params, monkeypatch):
     from aelab.training.run import train_variant
 
     monkeypatch.setenv("DVC_EXP_NAME", "quick-exp")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "start"], check=True)
     result = train_variant(tiny_params, "undercomplete", prepared_digits)
     client = mlflow.MlflowClient(tracking_uri(tiny_params.tracking))
     return client, client.get_run(result.run_id)
@@ -100,7 +103,8 @@ def test_training_run_tags_params_dataset_and_curves(trained):
     tags = run.data.tags
     assert tags["aelab.variant"] == "undercomplete" and tags["aelab.stage"] == "train@undercomplete"
     assert tags["dvc.exp_name"] == "quick-exp"
-    assert "mlflow.source.git.commit" in tags and "git_commit" not in tags
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert tags["mlflow.source.git.commit"] == head and "git_commit" not in tags
     keys = set(run.data.params)
     assert {"seed", "train.lr", "model.loss", "data.source", "variants.undercomplete.hidden_dims"} <= keys
     assert not [k for k in keys if k.startswith(("variants.sparse", "variants.conv", "evaluate.", "tune."))]
