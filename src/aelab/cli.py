@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         help="compare the codes: reconstruction, probe and kNN accuracy, t-SNE, one-class, denoising, sparsity",
     )
     _add_bench(sub, common)
+    _add_serving(sub)
     report = sub.add_parser("report", help="the metrics (or benchmark results) as Markdown tables")
     report.add_argument(
         "--metrics",
@@ -109,8 +110,69 @@ def _bench(args: argparse.Namespace) -> None:
     bench.main(load_params(args.params, overrides), options)
 
 
+SERVING_COMMANDS = ("encode", "reconstruct", "score", "export", "bench-encode")
+
+
+def _add_serving(sub: argparse._SubParsersAction) -> None:
+    """Using a trained model bundle (`data/models/<name>/`) on new data; these read no params file."""
+    helps = {
+        "encode": "codes of the rows of a file (raw data, scaled as in training)",
+        "reconstruct": "reconstructions of the rows of a file, in the raw (unscaled) space",
+        "score": "anomaly score per row (+ is_anomaly for a one-class model)",
+    }
+    for name, text in helps.items():
+        command = sub.add_parser(name, help=text)
+        command.add_argument("model", help="model bundle folder, e.g. data/models/undercomplete")
+        command.add_argument("input", help="rows: .csv, .parquet, .npy, .npz (x, optional y) or IDX .gz")
+        command.add_argument("--out", required=True, help="output file: .csv, .parquet or .npy (numbers only)")
+        command.add_argument(
+            "--skip-invalid", action="store_true", help="leave out rows with NaN, inf or non-numeric values"
+        )
+        command.add_argument("--label-column", help="table column passed through (default: the training one, label)")
+        command.add_argument("--chunk-rows", type=int, default=8192, help="rows per chunk (default 8192)")
+    export = sub.add_parser("export", help="the encoder (with its input scaling) as ONNX or TorchScript")
+    export.add_argument("model", help="model bundle folder")
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    export.add_argument("--out", help="output file (default: <name>-encoder.onnx / .torchscript.pt)")
+    bench = sub.add_parser("bench-encode", help="time `aelab encode` against a bare forward of the same encoder")
+    bench.add_argument("--model", help="model bundle (default: a fresh 784-256-128-12 undercomplete encoder)")
+    bench.add_argument("--rows", type=int, default=60000, help="rows of the .npy input (default 60000)")
+    bench.add_argument("--csv-rows", type=int, default=5000, help="rows of the CSV input (default 5000)")
+    bench.add_argument("--repeats", type=int, default=3, help="runs per path; the fastest counts (default 3)")
+    bench.add_argument("--features", type=int, default=784, help="columns of the default model (default 784)")
+
+
+def _serving(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    if args.command == "export":
+        from aelab.serving.export import export_model
+
+        print(export_model(Path(args.model), args.format, Path(args.out) if args.out else None))
+    elif args.command == "bench-encode":
+        from aelab.serving.speed import bench_encode
+
+        bench_encode(Path(args.model) if args.model else None, args.rows, args.csv_rows, args.repeats, args.features)
+    else:
+        from aelab.serving.commands import apply_to_file
+
+        summary = apply_to_file(
+            args.command,
+            Path(args.model),
+            Path(args.input),
+            Path(args.out),
+            skip_invalid=args.skip_invalid,
+            label_column=args.label_column,
+            chunk_rows=args.chunk_rows,
+        )
+        print(summary)
+
+
 def run(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command in SERVING_COMMANDS:
+        _serving(args)
+        return
     if args.command == "bench":
         _bench(args)
         return

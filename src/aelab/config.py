@@ -259,6 +259,9 @@ class TrackingConfig(Section):
     uri: str | None = None
     """MLflow tracking URI; empty means SQLite in the project's `mlruns/` folder."""
     log_model: bool = True
+    """Log each trained variant as an MLflow pyfunc model (codes of raw rows; `params={"output": "score"}`)."""
+    register_model: bool = False
+    """Also register it in the MLflow model registry as `aelab-<variant>`."""
 
 
 class ReduceConfig(Section):

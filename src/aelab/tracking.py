@@ -117,5 +117,5 @@ def mlflow_logger(cfg: TrackingConfig, run_name: str, tags: dict[str, str], run_
 
 
 def is_local_store(uri: str) -> bool:
-    """A store on this machine keeps artifacts next to it; a tracking server decides where they go itself."""
+    """A local store keeps artifacts next to it; a tracking server decides where they go itself."""
     return uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from aelab.config import Params
@@ -14,18 +13,12 @@ from aelab.plots import image_grid
 from aelab.tracking import tracking_uri
 
 
-def log_artifacts(
-    run_id: str,
-    params: Params,
-    module: AutoencoderModule,
-    dm: AutoencoderDataModule,
-    out: Path,
-    model_name: str = "model",
-) -> None:
-    """The sample grid and the model (with signature and input example, named `model_name`: the variant, so the
-    UI's model list tells them apart) into the variant's MLflow run."""
+def log_artifacts(run_id: str, params: Params, module: AutoencoderModule, dm: AutoencoderDataModule, out: Path) -> None:
+    """The sample grid and the model bundle in `out` (a pyfunc serving codes of raw rows, with signature and
+    input example) into the variant's MLflow run; the model is named after the bundle (the variant's name)."""
     import mlflow
-    from mlflow.models import infer_signature
+
+    from aelab.serving.pyfunc import log_bundle_model
 
     clean = torch.from_numpy(dm.data.test.x[:8].copy())  # on CPU, and set up also after ddp_spawn
     corrupted = dm.corrupt(clean, "test", 0, 0)
@@ -41,14 +34,5 @@ def log_artifacts(
     with mlflow.start_run(run_id=run_id):
         mlflow.log_figure(fig, "samples.png")
         if params.tracking.log_model:
-            example = clean[:4].numpy()
-            reconstructor = module.reconstructor().eval()
-            with torch.no_grad():
-                output = reconstructor(torch.from_numpy(example)).numpy()
-            mlflow.pytorch.log_model(
-                reconstructor,
-                name=model_name,
-                signature=infer_signature(example, output),
-                input_example=example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
-            )
+            register = f"aelab-{out.name}" if params.tracking.register_model else None
+            log_bundle_model(out, name=out.name, register_as=register)

@@ -4,8 +4,8 @@ Checkpoints go to `data/checkpoints/<name>/<run digest>/`, outside DVC's outputs
 resumed (same data order, noise and dropout) instead of lost; the finished model goes to `data/models/<name>/`.
 
 Distributed runs (Lightning DDP on one machine, torchrun or SLURM across nodes) execute `train_variant` in every
-process; everything written outside Lightning (run.json, the model folder, MLflow artifacts) is written by global
-rank zero only, and the non-zero ranks never create an MLflow run.
+process; everything written outside Lightning (the checkpoint folder's run.json, the model folder, MLflow
+artifacts) is written by global rank zero only, and the non-zero ranks never create an MLflow run.
 
 The model folder holds nothing run-specific (no run id, no timestamp): a retrain with bit-identical weights leaves the
 DVC output unchanged. The MLflow run is found from the model file instead (`aelab.training.lookup`), and the
@@ -30,9 +30,10 @@ from aelab.config import Params
 from aelab.data.corruptions import build_corruption
 from aelab.data.datamodule import AutoencoderDataModule
 from aelab.data.prepared import PreparedData
-from aelab.models import VARIANT_CLASSES, build_module, module_options, save_model
+from aelab.models import VARIANT_CLASSES, build_module, module_options
 from aelab.models.base import AutoencoderModule
 from aelab.paths import CHECKPOINTS_DIR, COMPLETE_MARKER, MODEL_FILE, MODELS_DIR, TUNED
+from aelab.serving.bundle import write_bundle
 from aelab.tracking import mlflow_logger, run_tags
 from aelab.training.digest import digest, without_placement
 from aelab.training.mlrun import describe_experiment, log_dataset, run_params, tag_model
@@ -199,11 +200,11 @@ def train_variant(
     if is_zero and trainer.is_global_zero:
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
-        save_model(module, folder / MODEL_FILE)
+        write_bundle(folder, module, data.meta)  # model.pt and the preprocessing: usable without the project
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         copy_curves(ckpt_dir, folder)
         tag_model(logger.experiment, logger.run_id, folder / MODEL_FILE)
-        log_artifacts(logger.run_id, params, module, trainer.datamodule, folder, model_name=name)
+        log_artifacts(logger.run_id, params, module, trainer.datamodule, folder)
         (ckpt_dir / COMPLETE_MARKER).touch()
     return TrainResult(module, metrics, logger.run_id if logger else None)
 
