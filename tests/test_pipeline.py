@@ -97,7 +97,11 @@ def test_second_repro_does_nothing(repro):
 def test_one_mlflow_run_per_variant(repro):
     project, _ = repro
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["aelab"], output_format="list")
+    every = mlflow.search_runs(experiment_names=["aelab"], output_format="list")
+    baselines = [r for r in every if r.data.tags.get("aelab.role") == "baseline"]  # made by evaluate
+    assert sorted(r.info.run_name for r in baselines) == ["pca", "raw"]
+    assert all("eval/probe_accuracy" in r.data.metrics for r in baselines)
+    runs = [r for r in every if r.data.tags.get("aelab.role") != "baseline"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]  # the stacked from-scratch baseline
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(r.info.run_name for r in parents) == sorted([*VARIANTS, "tuned"])
