@@ -9,7 +9,13 @@ from optuna.trial import TrialState
 
 from aelab.config import Params, flatten
 from aelab.tracking import artifact_location, run_tags, tracking_uri, uninterruptible
+from aelab.training.mlrun import describe_experiment
 from aelab.tuning.study import ATTR_FAIL_KIND, ATTR_FAIL_REASON, ATTR_PARENT_RUN, UNFINISHED, StudyContext
+
+TUNE_NOTE = (
+    "aelab tune: one parent run per Optuna study (tag optuna.study_name; best params and plots), one child run per "
+    "trial (tags optuna.trial_number, optuna.trial_state). optuna-dashboard opens the study journal in data/studies/."
+)
 
 
 def mlflow_client(params: Params):
@@ -41,8 +47,10 @@ def ensure_parent_run(ctx: StudyContext) -> str:
         with contextlib.suppress(MlflowException):
             client.get_run(run_id)
             return run_id
+    study_experiment = experiment_id(client, ctx.experiment)
+    describe_experiment(client, study_experiment, TUNE_NOTE)
     run = client.create_run(
-        experiment_id(client, ctx.experiment),
+        study_experiment,
         run_name=ctx.name,
         tags={
             "aelab.role": "study",
