@@ -216,7 +216,10 @@ def run(argv: list[str] | None = None) -> None:
 
 def _quiet_libraries() -> None:
     """Keep stage output to what matters (Lightning's banners are lowered in `build_trainer`)."""
+    import os
     import warnings
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # logging a model is not a download
 
     warnings.filterwarnings(
         "ignore", message=r".*(LeafSpec|logging interval|does not have many workers|exists and is not empty).*"

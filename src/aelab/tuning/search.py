@@ -102,6 +102,7 @@ def tune(params: Params, data: PreparedData, workers: int = 1, argv: list[str] |
     best = result["best"]
     console.print(
         f"study {ctx.name}: {state['COMPLETE']} complete, {state['PRUNED']} pruned, {state['FAIL']} failed; "
-        f"best trial {best['trial']}: {best['values']} -> {BEST_PARAMS_FILE}"
+        f"best trial {best['trial']}: {best['values']} -> {BEST_PARAMS_FILE}",
+        soft_wrap=True,
     )
     return result
