@@ -98,7 +98,8 @@ def test_prepare_digits_splits_stratified_and_scales_on_train(prepared_digits, t
         counts = np.bincount(split.y, minlength=10) / len(split.y)
         assert counts.min() > 0.08 and counts.max() < 0.12  # stratified: digits classes are ~10% each
     assert data.train.x.max() == 1.0
-    assert data.meta["scaling"] == {"kind": "global", "min": [0.0], "scale": [16.0]}
+    assert data.meta["scaling"] == {"kind": "global", "min": [0.0], "scale": [16.0], "clip": True}
+    assert data.meta["label_names"] == list(range(10))
 
 
 def test_prepare_is_deterministic(prepared_digits, tiny_params):

@@ -48,6 +48,7 @@ def repro(tmp_path_factory):
     for variant in ("stacked", "conv", "stacked_conv"):  # their own epochs
         params["variants"][variant].update(max_epochs=3, **({"pretrain_epochs": 1} if "stacked" in variant else {}))
     params["tune"].update(n_trials=2, max_epochs=2)
+    params["oneclass"]["max_epochs"] = 10
     params["tune"]["space"]["hidden_units"] = {"low": 16, "high": 96, "log": True}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = _run(["dvc", "repro"], project)
@@ -65,10 +66,13 @@ def test_repro_runs_every_stage_and_writes_outputs(repro):
         "train_tuned",
         "reduce_tuned",
         "evaluate",
+        "oneclass",
     ):
         assert f"Running stage '{stage}'" in output
     for variant in VARIANTS:
         assert (project / "data/models" / variant / "model.pt").exists()
+    kept = json.loads((project / "data/models/oneclass/metrics.json").read_text())
+    assert kept["normal"] == [0] and kept["auroc"] > 0.9  # digit 0 against the other nine
     with np.load(project / "data/codes/undercomplete/codes.npz") as codes:
         assert codes["train_codes"].shape[1] == 8 and codes["test_reconstruction"].shape[1] == 64
     table = pd.read_csv(project / "data/codes/pca/test.csv")

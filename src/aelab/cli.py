@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         help="compare the codes: reconstruction, probe and kNN accuracy, t-SNE, one-class, denoising, sparsity",
     )
     _add_bench(sub, common)
+    _add_oneclass(sub, common)
     _add_serving(sub)
     report = sub.add_parser("report", help="the metrics (or benchmark results) as Markdown tables")
     report.add_argument(
@@ -108,6 +109,34 @@ def _bench(args: argparse.Namespace) -> None:
     names = ("variant", "steps", "warmup", "repeats", "data", "data_path", "samples", "features")
     options = bench.BenchOptions(**{k: getattr(args, k) for k in names if getattr(args, k) is not None})
     bench.main(load_params(args.params, overrides), options)
+
+
+def _add_oneclass(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """`aelab oneclass`: train and keep a one-class model (the `oneclass` params section)."""
+    oneclass = sub.add_parser(
+        "oneclass",
+        parents=[common],
+        help="train a model on the normal rows and keep it with its anomaly threshold (data/models/oneclass)",
+    )
+    oneclass.add_argument(
+        "--normal",
+        action="append",
+        metavar="LABEL",
+        help="a normal label value (repeatable; same as --set oneclass.normal=[LABEL, ...])",
+    )
+    oneclass.add_argument("--out", default=None, help="bundle folder (default: data/models/oneclass)")
+
+
+def _oneclass(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from aelab.stages import oneclass
+
+    # json keeps each label a string: `--normal 3` and `--normal benign` both name a label value
+    overrides = [*args.overrides, *([f"oneclass.normal={json.dumps(args.normal)}"] if args.normal else [])]
+    params = load_params(args.params, overrides)
+    oneclass.main(params, *([Path(args.out)] if args.out else []))
 
 
 SERVING_COMMANDS = ("encode", "reconstruct", "score", "export", "bench-encode")
@@ -175,6 +204,9 @@ def run(argv: list[str] | None = None) -> None:
         return
     if args.command == "bench":
         _bench(args)
+        return
+    if args.command == "oneclass":
+        _oneclass(args)
         return
     if args.command == "report":  # reads result files only, no params
         from pathlib import Path

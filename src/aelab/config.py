@@ -1,6 +1,8 @@
 """Typed, validated configuration: `params.yaml` is read once, here, and the code below trusts it.
 
 Overrides use the same dotted keys as `dvc exp run -S`, for example `--set train.lr=1.0e-3`.
+Every key has a default equal to the shipped `params.yaml`, so `--params mine.yaml` may hold only the keys that
+differ: the file is merged over the defaults section by section.
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ class DataConfig(Section):
     """Used only for sources without an official test split (digits, arrays)."""
     max_train_samples: PositiveInt | None = None
     """Keep a stratified subset of the training split, for quick runs on large datasets."""
-    scaling: Literal["global", "per_feature"] = "global"
+    scaling: Literal["auto", "global", "per_feature"] = "auto"
+    """Min-max scaling fitted on train: `global` (one min and max for all features), `per_feature`, or `auto`:
+    global for images, per feature for tables. Image values are clipped to [0, 1]; table values are not, so a
+    value outside the training range keeps its distance (see `aelab.data.scaling`)."""
 
     @model_validator(mode="after")
     def _path_required(self) -> DataConfig:
@@ -217,19 +222,23 @@ _DIGITS_BLOCKS = [ConvBlockConfig(channels=8, stride=2), ConvBlockConfig(channel
 
 
 class VariantsConfig(Section):
-    undercomplete: UndercompleteConfig
-    sparse: SparseConfig
-    denoising: DenoisingConfig
-    stacked: StackedConfig = StackedConfig(hidden_dims=[48, 24, 12])
-    conv: ConvConfig = ConvConfig(blocks=_DIGITS_BLOCKS, code_dim=12)
-    stacked_conv: StackedConvConfig = StackedConvConfig(blocks=_DIGITS_BLOCKS, code_dim=12)
+    undercomplete: UndercompleteConfig = UndercompleteConfig(hidden_dims=[256, 128, 12])
+    sparse: SparseConfig = SparseConfig(hidden_dims=[256], rho=0.05, beta=0.5)
+    denoising: DenoisingConfig = DenoisingConfig(
+        hidden_dims=[256, 128, 12], corruption=[GaussianNoiseConfig(kind="gaussian", sigma=0.2)]
+    )
+    stacked: StackedConfig = StackedConfig(hidden_dims=[48, 24, 12], max_epochs=20, compare_scratch=True)
+    conv: ConvConfig = ConvConfig(blocks=_DIGITS_BLOCKS, code_dim=12, max_epochs=20)
+    stacked_conv: StackedConvConfig = StackedConvConfig(
+        blocks=_DIGITS_BLOCKS, code_dim=12, pretrain_epochs=3, max_epochs=15
+    )
 
 
 class TrainConfig(Section):
     """Trainer settings. `batch_size` is the global batch per step: under DDP each of the world-size processes
     takes `batch_size / world_size` rows (it must divide), so results do not depend on the number of devices."""
 
-    max_epochs: PositiveInt = 60
+    max_epochs: PositiveInt = 80
     batch_size: PositiveInt = 64
     lr: Annotated[float, Field(gt=0.0)] = 2.0e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
@@ -284,8 +293,9 @@ class OneClassConfig(Section):
 
     variant: Literal[VARIANTS] = "undercomplete"
     """Any variant, trained as the pipeline trains it (stacked ones pre-trained greedily first)."""
-    classes: list[Annotated[int, Field(ge=0)]] | None = None
-    """The normal classes to run, each on its own; empty means every class of the training labels."""
+    classes: list[int | str] | None = None
+    """The normal classes to run, each on its own, by label value (`[benign]`, `[3]`); empty means every class
+    of the training labels."""
     hidden_dims: list[PositiveInt] | None = None
     """Encoder widths of the per-class models of a fully connected variant; empty means the variant's own.
     Convolutional variants take their blocks and `code_dim` from `variants.<variant>`."""
@@ -490,7 +500,7 @@ class TuneConfig(Section):
     """A code unit counts as active for a sample when its sigmoid activation exceeds this."""
     sampler: TuneSamplerConfig = TuneSamplerConfig()
     pruner: TunePrunerConfig = TunePrunerConfig()
-    space: TuneSpaceConfig = TuneSpaceConfig()
+    space: TuneSpaceConfig = TuneSpaceConfig(lr=FloatRange(low=1.0e-3, high=3.0e-2))
 
     @model_validator(mode="after")
     def _consistent(self) -> TuneConfig:
@@ -506,16 +516,70 @@ class TuneConfig(Section):
         return self
 
 
+class PipelineConfig(Section):
+    """What `dvc repro` runs: dvc.yaml's train and reduce stages loop over `variants` (`foreach`)."""
+
+    variants: Annotated[list[Literal[VARIANTS]], Field(min_length=1)] = list(VARIANTS)
+    """The variants trained, reduced and evaluated; the conv ones need image data (a table takes the others)."""
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"each variant once (got {value})")
+        return value
+
+
+def check_variants_fit_data(
+    variants: Iterable[str], image_shape: Iterable[int] | None, key: str = "pipeline.variants"
+) -> None:
+    """Image-only variants on data without an image shape: one line naming the key that listed them."""
+    image_only = [v for v in variants if v in CONV_VARIANTS]
+    if image_only and image_shape is None:
+        mlp = [v for v in VARIANTS if v not in CONV_VARIANTS]
+        raise ConfigError(
+            f"{key}: {', '.join(image_only)} {'needs' if len(image_only) == 1 else 'need'} image data, "
+            "and this data has no image shape "
+            f"(data.image_shape); allowed: {', '.join(mlp)}"
+        )
+
+
+class OneClassModelConfig(Section):
+    """`aelab oneclass`: one model trained on the normal rows, kept with its anomaly threshold."""
+
+    normal: Annotated[list[int | str], Field(min_length=1)] | None = None
+    """The normal label value(s), e.g. [benign] or [0]; every other label is an anomaly."""
+    variant: Literal[VARIANTS] = "undercomplete"
+    """Trained as the pipeline trains it (stacked variants pre-trained greedily first)."""
+    hidden_dims: list[PositiveInt] | None = None
+    """Encoder widths of a fully connected variant; empty means `variants.<variant>.hidden_dims`."""
+    max_epochs: PositiveInt = 30
+    false_positive_rate: Probability = 0.05
+    """The threshold is the (1 - rate) quantile of the scores of the normal validation rows: about this share
+    of normal rows is flagged."""
+
+    @model_validator(mode="after")
+    def _hidden_dims_for_dense_variants(self) -> OneClassModelConfig:
+        if self.hidden_dims and self.variant in CONV_VARIANTS:
+            raise ValueError(
+                f"hidden_dims applies to fully connected variants; {self.variant} takes its blocks and code_dim "
+                f"from variants.{self.variant}: leave oneclass.hidden_dims empty"
+            )
+        return self
+
+
 class Params(Section):
     seed: Annotated[int, Field(ge=0)] = 42
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
-    variants: VariantsConfig
+    pipeline: PipelineConfig = PipelineConfig()
+    variants: VariantsConfig = VariantsConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     reduce: ReduceConfig = ReduceConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     tune: TuneConfig = TuneConfig()
+    oneclass: OneClassModelConfig = OneClassModelConfig()
 
     def variant(self, name: str) -> VariantConfig:
         if name not in VARIANTS:
@@ -525,18 +589,19 @@ class Params(Section):
     def derive(self, changes: Mapping[str, Any], source: str) -> Params:
         """A validated copy with a nested fragment of changes merged in (a trial's values, a baseline's settings);
         `source` names where the changes come from in error messages."""
-        return validate_params(_merge(self.model_dump(mode="json"), changes), source=source)
+        return validate_params(merge_over(self.model_dump(mode="json"), changes), source=source)
 
     @property
     def pca_components(self) -> int:
         return self.reduce.pca_components or self.variants.undercomplete.code_dim
 
 
-def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+def merge_over(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """`update` laid over `base`, section by section; lists and plain values replace what they override."""
     merged = dict(base)
     for key, value in update.items():
         nested = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
-        merged[key] = _merge(merged[key], value) if nested else value
+        merged[key] = merge_over(merged[key], value) if nested else value
     return merged
 
 
@@ -610,8 +675,9 @@ def _format_error(source: str, err: ValidationError) -> str:
 
 
 def validate_params(raw: Mapping[str, Any], source: str = "params") -> Params:
+    """Validate params merged over the defaults, so a file may hold only the keys it changes."""
     try:
-        return Params.model_validate(dict(raw))
+        return Params.model_validate(merge_over(Params().model_dump(mode="json"), raw))
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 PREPARED_DIR = Path("data/prepared")
 MODELS_DIR = Path("data/models")
+ONECLASS_MODEL_DIR = MODELS_DIR / "oneclass"
+"""The kept one-class model of `aelab oneclass` (a bundle with its threshold, and metrics.json)."""
 CODES_DIR = Path("data/codes")
 EVALUATION_DIR = Path("data/evaluation")
 METRICS_DIR = Path("data/metrics")
@@ -26,6 +28,8 @@ CHECKPOINTS_DIR = Path("data/checkpoints")
 """Resumable training state, one folder per run digest: outside DVC's outputs, so a failed run is never lost."""
 ONECLASS_CHECKPOINTS = CHECKPOINTS_DIR / "oneclass"
 """The per-class models of `evaluate`'s one-class study, cached and resumable like the variants."""
+ONECLASS_MODEL_CHECKPOINTS = CHECKPOINTS_DIR / "oneclass-model"
+"""The network of `aelab oneclass`, cached per run digest: a changed threshold rate does not retrain it."""
 COMPLETE_MARKER = "complete"
 """Left in a checkpoint folder by a finished run: running it again starts afresh instead of resuming."""
 RAW_DIR = Path("data/raw")

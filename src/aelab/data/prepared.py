@@ -20,7 +20,7 @@ SPLITS = ("train", "val", "test")
 @dataclass(frozen=True)
 class Split:
     x: np.ndarray
-    """float32 [n, features], scaled to [0, 1]."""
+    """float32 [n, features], scaled: the training rows to [0, 1] (tables: later rows may leave it)."""
     y: np.ndarray | None
     """int64 [n] labels, or None for unlabelled data."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from aelab.config import DataConfig
+from aelab.data.labels import encode_labels
 from aelab.errors import DataError
 from aelab.paths import RAW_DIR
 
@@ -31,6 +32,10 @@ class RawDataset:
     image_shape: tuple[int, int, int] | None
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    label_names: list[int | float | str] | None = None
+    """Label value of each code (`y` holds codes); None: the codes are the integer labels themselves."""
+    feature_names: list[str] | None = None
+    """Column names of a CSV source."""
 
 
 @dataclass(frozen=True)
@@ -167,15 +172,14 @@ def load_digits_dataset() -> RawDataset:
     )
 
 
-def _check_labels(y: np.ndarray | None, n: int, source: Path) -> np.ndarray | None:
+def _check_labels(y: np.ndarray | None, n: int, source: Path) -> tuple[np.ndarray | None, list | None]:
+    """Codes and label names: any labels (strings, integers, floats) become codes 0..k-1 in sorted order."""
     if y is None:
-        return None
+        return None, None
     y = np.asarray(y).reshape(-1) if np.asarray(y).ndim > 1 and min(np.asarray(y).shape) == 1 else np.asarray(y)
     if y.ndim != 1 or len(y) != n:
         raise DataError(f"{source}: labels must be a 1-D array of {n} entries, got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        _, y = np.unique(y, return_inverse=True)
-    return y.astype(np.int64)
+    return encode_labels(y, str(source))
 
 
 def load_arrays(cfg: DataConfig) -> RawDataset:
@@ -183,7 +187,7 @@ def load_arrays(cfg: DataConfig) -> RawDataset:
     path = Path(cfg.path or "")
     if not path.is_file():
         raise DataError(f"data.path: file {path} not found (expected .npy, .npz or .csv)")
-    y = None
+    y, feature_names = None, None
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
@@ -203,6 +207,11 @@ def load_arrays(cfg: DataConfig) -> RawDataset:
                 if cfg.label_column not in frame:
                     raise DataError(f"{path}: no column {cfg.label_column!r} (data.label_column)")
                 y = frame.pop(cfg.label_column).to_numpy()
+            text = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+            if text:
+                hint = "" if cfg.label_column else "; name the label column in data.label_column"
+                raise DataError(f"{path}: non-numeric feature columns {', '.join(text)}{hint}")
+            feature_names = [str(c) for c in frame.columns]
             x = frame.to_numpy()
         else:
             raise DataError(f"data.path: {path} has suffix {path.suffix!r}; allowed: .npy, .npz, .csv")
@@ -225,7 +234,15 @@ def load_arrays(cfg: DataConfig) -> RawDataset:
         raise DataError(f"data.image_shape: {list(image_shape)} does not match {x.shape[1]} features in {path}")
     if not np.isfinite(x).all():
         raise DataError(f"{path}: features contain NaN or infinite values")
-    return RawDataset(name=path.stem, x=x, y=_check_labels(y, len(x), path), image_shape=image_shape)
+    codes, names = _check_labels(y, len(x), path)
+    return RawDataset(
+        name=path.stem,
+        x=x,
+        y=codes,
+        image_shape=image_shape,
+        label_names=names,
+        feature_names=feature_names,
+    )
 
 
 def load_source(cfg: DataConfig) -> RawDataset:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,7 +30,8 @@ from rich.console import Console
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
-from aelab.config import Params
+from aelab.config import VARIANTS, Params
+from aelab.data.labels import label_codes, label_names_of
 from aelab.data.prepared import PreparedData, load_prepared
 from aelab.errors import DataError
 from aelab.evaluation import classification, denoising, oneclass, reduction, sparsity, tsne
@@ -73,8 +74,12 @@ class Outputs:
         frame.to_csv(self.path(relative, methods), index=False, float_format="%.6g")
 
 
-def find_methods(codes_dir: Path) -> list[str]:
-    methods = sorted(p.name for p in codes_dir.iterdir() if (p / "codes.npz").exists()) if codes_dir.exists() else []
+def find_methods(codes_dir: Path, variants: Iterable[str] = VARIANTS) -> list[str]:
+    """The methods with codes: the listed variants (`pipeline.variants`), PCA and the tuned variant.
+
+    Codes of a variant no longer listed may still lie in `data/codes`; they are left out."""
+    found = sorted(p.name for p in codes_dir.iterdir() if (p / "codes.npz").exists()) if codes_dir.exists() else []
+    methods = [m for m in found if m in variants or m not in VARIANTS]
     if not methods:
         raise DataError(f"{codes_dir}: no codes found; run `aelab reduce` first")
     return methods
@@ -175,17 +180,38 @@ def evaluate_sparsity(
     return results
 
 
+def by_label_value(params: Params, data: PreparedData) -> tuple[Params, list]:
+    """`evaluate.oneclass.classes` names label values; the one-class study works on their codes."""
+    cfg = params.evaluate.oneclass
+    names = label_names_of(data.meta, data.train.y)
+    if cfg.classes is None:
+        return params, names
+    codes = label_codes(cfg.classes, names, "evaluate.oneclass.classes")
+    evaluate_cfg = params.evaluate.model_copy(update={"oneclass": cfg.model_copy(update={"classes": codes})})
+    return params.model_copy(update={"evaluate": evaluate_cfg}), names
+
+
+def _named(metrics: dict[str, float], names: list) -> dict[str, float]:
+    """`oneclass/auroc/<code>` -> `oneclass/auroc/<label value>` (the same key for integer labels 0..k-1)."""
+    prefix = "oneclass/auroc/"
+    return {
+        (f"{prefix}{names[int(k.removeprefix(prefix))]}" if k.startswith(prefix) else k): v for k, v in metrics.items()
+    }
+
+
 def evaluate_oneclass(params: Params, data: PreparedData, outputs: Outputs) -> dict[str, dict[str, float]]:
     cfg = params.evaluate.oneclass
     if data.train.y is None or cfg.classes == []:
         return {}
+    params, names = by_label_value(params, data)
     found = oneclass.run_oneclass(params, data)
     table = pd.DataFrame(found.rows)
     table["method"] = table["method"].replace({"autoencoder": cfg.variant})
+    table["class"] = [names[int(c)] for c in table["class"]]
     outputs.table(table, "tables/oneclass_per_class.csv", (cfg.variant,))
     outputs.table(pd.DataFrame(oneclass.mean_roc(found, cfg.roc_points)), "oneclass/roc.csv", (cfg.variant,))
     outputs.figure(oneclass.roc_figure(found, cfg.variant), "oneclass/roc.png", (cfg.variant,))
-    return {cfg.variant: found.metrics("autoencoder"), "pca": found.metrics("pca")}
+    return {cfg.variant: _named(found.metrics("autoencoder"), names), "pca": _named(found.metrics("pca"), names)}
 
 
 def merge(results: dict[str, dict[str, float]], extra: dict[str, dict[str, float]]) -> None:
@@ -203,7 +229,7 @@ def evaluate(
     if out.exists():
         shutil.rmtree(out)  # a stage output: stale figures of removed methods must not linger
     outputs = Outputs(out)
-    methods = find_methods(codes_dir)
+    methods = find_methods(codes_dir, params.pipeline.variants)
     all_codes = {method: load_codes(codes_dir / method) for method in methods}
     models = {
         m: AutoencoderReducer.load(models_dir / m / "model.pt")

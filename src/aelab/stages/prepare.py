@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 from rich.console import Console
 from sklearn.model_selection import train_test_split
 
-from aelab.config import DataConfig
+from aelab.config import DataConfig, check_variants_fit_data
 from aelab.data.prepared import PreparedData, Split, save_prepared
 from aelab.data.scaling import Scaler
 from aelab.data.sources import RawDataset, load_source
@@ -52,10 +54,22 @@ def split_dataset(raw: RawDataset, cfg: DataConfig, seed: int) -> dict[str, tupl
     return splits
 
 
-def prepare(cfg: DataConfig, seed: int) -> PreparedData:
+def label_names(raw: RawDataset) -> list | None:
+    """The label value of each code: the source's names, or the integer labels themselves (digits, MNIST)."""
+    if raw.y is None:
+        return None
+    if raw.label_names is not None:
+        return list(raw.label_names)
+    present = np.concatenate([raw.y, raw.y_test if raw.y_test is not None else raw.y[:0]])
+    return list(range(int(present.max()) + 1))
+
+
+def prepare(cfg: DataConfig, seed: int, variants: Iterable[str] = ()) -> PreparedData:
+    """Split and scale the source; `variants` (`pipeline.variants`) are checked against the data first."""
     raw = load_source(cfg)
+    check_variants_fit_data(variants, raw.image_shape)
     splits = split_dataset(raw, cfg, seed)
-    scaler = Scaler(cfg.scaling).fit(splits["train"][0])
+    scaler = Scaler.for_data(cfg.scaling, is_image=raw.image_shape is not None).fit(splits["train"][0])
     prepared = {name: Split(scaler.transform(x), y) for name, (x, y) in splits.items()}
     labels = raw.y if raw.y is not None else None
     meta = {
@@ -67,6 +81,9 @@ def prepare(cfg: DataConfig, seed: int) -> PreparedData:
         "sizes": {name: int(len(split.x)) for name, split in prepared.items()},
         "scaling": scaler.to_dict(),
         "seed": seed,
+        "label_names": label_names(raw),
+        "feature_names": raw.feature_names,
+        "label_column": cfg.label_column if raw.feature_names is not None else None,
     }
     data = PreparedData(**prepared, meta=meta)
     save_prepared(PREPARED_DIR, data)
@@ -74,6 +91,6 @@ def prepare(cfg: DataConfig, seed: int) -> PreparedData:
 
 
 def main(params) -> None:
-    data = prepare(params.data, params.seed)
+    data = prepare(params.data, params.seed, params.pipeline.variants)
     sizes = ", ".join(f"{k} {v}" for k, v in data.meta["sizes"].items())
     Console(stderr=True).print(f"prepared {data.meta['name']}: {data.n_features} features; {sizes} -> {PREPARED_DIR}")

@@ -16,6 +16,7 @@ from rich.console import Console
 from sklearn.decomposition import PCA
 
 from aelab.config import Params
+from aelab.data.labels import label_names_of
 from aelab.data.prepared import SPLITS, PreparedData, load_prepared
 from aelab.paths import CODES_DIR, MODELS_DIR, PREPARED_DIR
 
@@ -54,13 +55,22 @@ def encode_splits(reducer, data: PreparedData) -> dict[str, np.ndarray]:
     return arrays
 
 
+def label_values(meta: dict, y: np.ndarray | None) -> np.ndarray | None:
+    """The tables carry the label values (`benign`), not their codes; integer labels 0..k-1 are both."""
+    if y is None:
+        return None
+    names = label_names_of(meta, y)
+    return y if names == list(range(len(names))) else np.asarray(names, dtype=object)[y]
+
+
 def reduce(params: Params, method: str, data: PreparedData, out: Path = CODES_DIR) -> Path:
     reducer = fit_reducer(params, method, data)
     folder = out / method
     folder.mkdir(parents=True, exist_ok=True)
     arrays = encode_splits(reducer, data)
     for split in SPLITS:
-        write_tables(folder, split, arrays[f"{split}_codes"], data.split(split).y, params.reduce.formats)
+        labels = label_values(data.meta, data.split(split).y)
+        write_tables(folder, split, arrays[f"{split}_codes"], labels, params.reduce.formats)
     np.savez(folder / "codes.npz", **arrays)
     info = {"method": method, "code_dim": int(arrays["train_codes"].shape[1]), "n_features": data.n_features}
     if method == "pca":
