@@ -182,7 +182,9 @@ def train_variant(
 
     fitted = fit_module(params, variant, data, ckpt_dir, logger, restart=restart, on_trainer=open_run)
     trainer, module = fitted.trainer, fitted.module
-    tested = trainer.test(module, fitted.trainer.datamodule, verbose=False)[0]
+    # ddp_spawn fits in child processes: this process's trainer never attached the datamodule
+    dm = trainer.datamodule or build_datamodule(params, variant, data)
+    tested = trainer.test(module, dm, verbose=False)[0]
     metrics = {k: float(v) for k, v in sorted(tested.items())}
     metrics["best_epoch"] = _checkpoint_epoch(fitted.best_path) if fitted.best_path else -1
     metrics["epochs"] = int(trainer.current_epoch)
@@ -204,7 +206,7 @@ def train_variant(
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         copy_curves(ckpt_dir, folder)
         tag_model(logger.experiment, logger.run_id, folder / MODEL_FILE)
-        log_artifacts(logger.run_id, params, module, trainer.datamodule, folder)
+        log_artifacts(logger.run_id, params, module, dm, folder)
         (ckpt_dir / COMPLETE_MARKER).touch()
     return TrainResult(module, metrics, logger.run_id if logger else None)
 
