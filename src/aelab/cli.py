@@ -12,8 +12,18 @@ from aelab.paths import TUNED
 from aelab.threads import WORKERS_ENV
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aelab")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aelab", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     common.add_argument(
@@ -30,12 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--variant", required=True, choices=[*VARIANTS, TUNED])
     reduce = sub.add_parser("reduce", parents=[common], help="encode the dataset with a trained variant or PCA")
     reduce.add_argument("--method", required=True, choices=[*VARIANTS, TUNED, "pca"])
-    sub.add_parser("evaluate", parents=[common], help="compare the codes: reconstruction, linear probe")
+    sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="compare the codes: reconstruction, probe and kNN accuracy, t-SNE, one-class, denoising, sparsity",
+    )
     _add_bench(sub, common)
     _add_oneclass(sub, common)
     _add_serving(sub)
     report = sub.add_parser("report", help="the metrics (or benchmark results) as Markdown tables")
-    report.add_argument("--metrics", default="data/metrics.json", help="metrics file (default: data/metrics.json)")
+    report.add_argument(
+        "--metrics",
+        default="data/evaluation/all_metrics.json",
+        help="metrics file of `aelab evaluate` (default: data/evaluation/all_metrics.json)",
+    )
     report.add_argument(
         "--results", action="append", default=[], metavar="FILE", help="benchmark results JSON (repeatable)"
     )
@@ -43,7 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         "--merge", action="store_true", help="results files of one dataset side by side in one set of tables"
     )
     report.add_argument("--output", default=None, help="write the Markdown here instead of printing it")
-    tune = sub.add_parser("tune", parents=[common], help="Optuna search over the sparse variant (resumable, parallel)")
+    tune = sub.add_parser(
+        "tune",
+        parents=[common],
+        help="Optuna search over the sparse or conv variant (tune.variant; resumable, parallel)",
+        description="Optuna search over the sparse or conv variant (tune.variant); the best trial goes to "
+        "data/tune/best_params.yaml for `aelab train --variant tuned`.",
+    )
     tune.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default: 1)")
     tune.add_argument("--n-trials", type=int, help="trial budget of the study (same as --set tune.n_trials=N)")
     tune.add_argument("--timeout", type=float, help="seconds after which no new trial starts (tune.timeout)")
@@ -244,7 +268,10 @@ def run(argv: list[str] | None = None) -> None:
 
 def _quiet_libraries() -> None:
     """Keep stage output to what matters (Lightning's banners are lowered in `build_trainer`)."""
+    import os
     import warnings
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # logging a model is not a download
 
     warnings.filterwarnings(
         "ignore", message=r".*(LeafSpec|logging interval|does not have many workers|exists and is not empty).*"

@@ -282,7 +282,8 @@ class TrainConfig(Section):
     precision: Literal["32", "bf16-mixed", "16-mixed", "64"] = "32"
     accumulate_grad_batches: PositiveInt = 1
     log_every_n_steps: PositiveInt = 50
-    progress_bar: bool = False
+    progress_bar: bool | None = None
+    """Lightning's progress bar; empty: on when stderr is a terminal, off in CI and when output goes to a pipe."""
     compile: bool = False
     """Run the LightningModule through `torch.compile` (needs a C compiler on CPU; pays off on GPUs)."""
     data_on_device: bool = True

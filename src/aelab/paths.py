@@ -13,7 +13,10 @@ CODES_DIR = Path("data/codes")
 PCA_FILE = "pca.npz"
 """The fitted PCA in `CODES_DIR/pca/`, as arrays (`aelab.evaluation.pca_io`), never a pickle."""
 EVALUATION_DIR = Path("data/evaluation")
-METRICS_FILE = Path("data/metrics.json")
+METRICS_DIR = Path("data/metrics")
+"""The headline metrics, one small JSON per method (`dvc metrics show`; in git, not cached by DVC)."""
+ALL_METRICS_FILE = EVALUATION_DIR / "all_metrics.json"
+"""Every metric of every method (read by `aelab report`), an ordinary output of `evaluate`."""
 TUNE_DIR = Path("data/tune")
 BEST_PARAMS_FILE = TUNE_DIR / "best_params.yaml"
 """The best trial of `aelab tune`, read by `aelab train --variant tuned` (a DVC output and params file)."""

@@ -85,7 +85,14 @@ def git_commit() -> str:
 
 
 def run_tags(variant: str, stage: str) -> dict[str, str]:
-    return {"variant": variant, "git_commit": git_commit(), "dvc_stage": stage, "aelab.cwd": str(Path.cwd())}
+    """The commit under MLflow's own key, the variant, the DVC stage and, under `dvc exp run`, the DVC experiment's
+    name (`DVC_EXP_NAME`), so that runs of several experiments can be told apart."""
+    tags = {"aelab.variant": variant, "aelab.stage": stage, "aelab.cwd": str(Path.cwd())}
+    if (commit := git_commit()) != "unknown":  # else MLflow's own source context may know it
+        tags["mlflow.source.git.commit"] = commit
+    if exp_name := os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = exp_name
+    return tags
 
 
 @contextmanager

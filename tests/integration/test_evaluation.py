@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -108,6 +109,8 @@ def test_evaluate_stage_on_tiny_data(tmp_path):
     assert "oneclass/auroc/1" in pca and "oneclass/auroc/1" in results["undercomplete"]
     files = {p.relative_to(tmp_path / "evaluation").as_posix() for p in (tmp_path / "evaluation").rglob("*.*")}
     assert {"oneclass/roc.csv", "oneclass/roc.png", "tsne/pca.png", "classification/confusion_raw.png"} <= files
+    confusion = pd.read_csv(tmp_path / "evaluation/confusion/raw.csv")  # DVC's confusion template
+    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == len(data.test.y)
     assert (tmp_path / "evaluation/oneclass/roc.csv").read_text().splitlines()[0] == "fpr,autoencoder,pca"
 
 

@@ -28,6 +28,7 @@ def test_a_finished_training_run_again_starts_a_new_run(project: Path) -> None:
     assert sorted(p.name for p in folder.iterdir() if p.name != ".lock") == [
         "best.ckpt",
         "complete",
+        "dvclive",
         "last.ckpt",
         "run.json",
     ]

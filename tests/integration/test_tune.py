@@ -113,7 +113,7 @@ def test_best_params_file_feeds_the_tuned_variant(project):
     assert model["hparams"]["beta"] == study.best_params["beta"]
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["aelab"], output_format="list")
-    assert [r.info.run_name for r in runs] == ["tuned"] and runs[0].data.tags["dvc_stage"] == "train_tuned"
+    assert [r.info.run_name for r in runs] == ["tuned"] and runs[0].data.tags["aelab.stage"] == "train_tuned"
 
 
 def test_conv_search_over_blocks_and_widths_feeds_the_tuned_variant(project):

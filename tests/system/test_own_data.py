@@ -75,7 +75,7 @@ def test_dvc_repro_on_the_table(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = _run("dvc repro 2>&1", tmp_path)
     assert "train@conv" not in output
-    metrics = json.loads((tmp_path / "data/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "data/evaluation/all_metrics.json").read_text())
     assert set(metrics) == {*mine["pipeline"]["variants"], "stacked-scratch", "tuned", "pca", "raw"}
     assert {"oneclass/auroc/benign", "oneclass/auroc/faulty"} <= set(metrics["undercomplete"])
     kept = json.loads((tmp_path / "data/models/oneclass/metrics.json").read_text())

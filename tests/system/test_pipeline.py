@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -73,11 +74,12 @@ def test_repro_runs_every_stage_and_writes_outputs(repro):
 def test_metrics_show_lists_every_method(repro):
     project, _ = repro
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], project))
-    metrics = shown[""]["data"]["data/metrics.json"]["data"]
+    files = shown[""]["data"]
+    metrics = {Path(path).stem: found["data"] for path, found in files.items() if path.startswith("data/metrics/")}
     for method in (*VARIANTS, "tuned", "pca", "stacked-scratch"):
-        assert 0 < metrics[method]["recon_mse"] < 0.2
-        assert 0.5 < metrics[method]["probe_accuracy"] <= 1
-    assert metrics["raw"]["probe_accuracy"] > 0.9
+        assert 0 < metrics[method]["mse"] < 0.2
+        assert 0.5 < metrics[method]["probe"] <= 1
+    assert metrics["raw"]["probe"] > 0.9
 
 
 def test_second_repro_does_nothing(repro):
@@ -90,7 +92,11 @@ def test_second_repro_does_nothing(repro):
 def test_one_mlflow_run_per_variant(repro):
     project, _ = repro
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["aelab"], output_format="list")
+    every = mlflow.search_runs(experiment_names=["aelab"], output_format="list")
+    baselines = [r for r in every if r.data.tags.get("aelab.role") == "baseline"]  # made by evaluate
+    assert sorted(r.info.run_name for r in baselines) == ["pca", "raw"]
+    assert all("eval/probe_accuracy" in r.data.metrics for r in baselines)
+    runs = [r for r in every if r.data.tags.get("aelab.role") != "baseline"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]  # the stacked from-scratch baseline
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(r.info.run_name for r in parents) == sorted([*VARIANTS, "tuned"])

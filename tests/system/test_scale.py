@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from aelab.training.lookup import file_digest
 from tests.helpers import FAST
 from tests.helpers import fast_params as params
 
@@ -233,4 +234,6 @@ def test_training_is_tracked_on_an_mlflow_server_over_http(project: Path, mlflow
     assert "samples.png" in [a.path for a in MlflowClient(url).list_artifacts(run.info.run_id)]
     assert list((folder / "artifacts").rglob("samples.png"))  # uploaded through the server, not written locally
     assert not runs(project)  # nothing tracked in the project's own store
-    assert json.loads((project / "data" / "models" / "sparse" / "run.json").read_text())["tracking_uri"] == url
+    assert not (project / "data" / "models" / "sparse" / "run.json").exists()  # the run is found by its model file
+    model_digest = run.data.tags["aelab.model_sha256"]
+    assert model_digest == file_digest(project / "data" / "models" / "sparse" / "model.pt")

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "torch": torch.__version__,
         },
-        "metrics": json.loads((work / "data/metrics.json").read_text()),
+        "metrics": json.loads((work / "data/evaluation/all_metrics.json").read_text()),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

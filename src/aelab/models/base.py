@@ -48,7 +48,8 @@ class AutoencoderModule(L.LightningModule):
         **variant_options: Any,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Kept in checkpoints, not sent to the loggers: runs log their own settings with dotted keys (train.lr).
+        self.save_hyperparameters(logger=False)
         self.input_dim = input_dim
         self.hidden_dims = list(hidden_dims)
         self.check_dims()
@@ -152,7 +153,7 @@ class AutoencoderModule(L.LightningModule):
         if step % self.check_finite_every_n_steps == 0 or step == self.trainer.num_training_batches:
             self._check_finite(loss)
         if step % self.trainer.log_every_n_steps == 0:
-            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=n)
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=n, prog_bar=True)
         return loss
 
     def _check_finite(self, loss: Tensor | None = None) -> None:
@@ -178,7 +179,10 @@ class AutoencoderModule(L.LightningModule):
         means = {f"train/{name}": self.train_means[name].compute() for name in self._train_sums}
         if "train/loss" in means and "train/recon" not in means:
             means["train/recon"] = means["train/loss"]
+        loss = means.pop("train/loss", None)
         self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)  # a no-op mean of equal values
+        if loss is not None:  # also on the progress bar
+            self.log("train/loss", loss, on_step=False, on_epoch=True, sync_dist=True, prog_bar=True)
 
     def log_code_statistics(self, stage: str, code: Tensor, n: int) -> None:
         """Variants record what matters about their codes (the sparse one its mean activation) via `accumulate`."""
@@ -188,7 +192,7 @@ class AutoencoderModule(L.LightningModule):
         loss_metric, mse_metric = (self.val_loss, self.val_mse) if stage == "val" else (self.test_loss, self.test_mse)
         loss_metric.update(loss, weight=batch[1].shape[0])
         mse_metric.update(recon, batch[1])
-        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True)
+        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=stage == "val")
         self.log(f"{stage}/mse", mse_metric, on_step=False, on_epoch=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -1,8 +1,9 @@
 """`aelab evaluate`: what the codes are good for, per method, against PCA and the raw inputs.
 
 Reads `data/prepared`, `data/codes/<method>` (from `reduce`) and `data/models/<variant>` (from `train`);
-writes `data/metrics.json` (the one metrics file in dvc.yaml) and the tables and figures in `data/evaluation/`,
-and logs both to each variant's MLflow run. Metric keys per method (see `aelab.evaluation` for each concern):
+writes the headline metrics `data/metrics/<method>.json` (the metrics in dvc.yaml), the full set
+`data/evaluation/all_metrics.json` and the tables and figures in `data/evaluation/`, and logs them to each variant's
+MLflow run. Metric keys per method (see `aelab.evaluation` for each concern):
 - `recon_mse`, `recon_sse` (summed over features, mean over samples), `explained_variance`, `code/*`;
 - `probe_accuracy` (logistic regression), `knn_accuracy`, `tsne/trustworthiness`;
 - `denoise/<corruption>/{psnr,ssim}` (under `raw`: the corrupted input itself);
@@ -33,8 +34,18 @@ from aelab.data.labels import label_codes, label_names_of
 from aelab.data.prepared import UNREADABLE_NPZ, PreparedData, load_prepared
 from aelab.errors import DataError
 from aelab.evaluation import classification, denoising, oneclass, reduction, sparsity, tsne
+from aelab.evaluation.headline import write_headlines
 from aelab.evaluation.pca_io import load_pca
-from aelab.paths import CODES_DIR, EVALUATION_DIR, METRICS_FILE, MODELS_DIR, PCA_FILE, PREPARED_DIR
+from aelab.paths import (
+    ALL_METRICS_FILE,
+    CODES_DIR,
+    EVALUATION_DIR,
+    METRICS_DIR,
+    MODEL_FILE,
+    MODELS_DIR,
+    PCA_FILE,
+    PREPARED_DIR,
+)
 from aelab.plots import image_grid
 from aelab.reducers import AutoencoderReducer
 from aelab.stages.reduce import encode_splits
@@ -111,6 +122,8 @@ def evaluate_classification(
         per_class[method] = found.per_class_accuracy
         fig = classification.confusion_figure(data.test.y, found.predictions, f"{method}: linear probe on test")
         outputs.figure(fig, f"classification/confusion_{method}.png", (method,))
+        confusion = pd.DataFrame({"actual": data.test.y, "predicted": found.predictions})
+        outputs.table(confusion, f"confusion/{method}.csv", (method,))  # DVC's confusion template
     table = pd.DataFrame(per_class).rename_axis("class").reset_index()
     outputs.table(table, "tables/classification_per_class.csv")
     return results
@@ -248,38 +261,35 @@ def evaluate(
 
 
 def log_to_mlflow(params: Params, results: dict, outputs: Outputs, models_dir: Path, metrics_file: Path) -> list[str]:
-    """Each variant's metrics (as `eval/...`), its figures and the shared tables into its training run."""
+    """Each variant's metrics (as `eval/...`), its figures and the shared tables into its training run (found by
+    its model file), and PCA and raw inputs as baseline runs of their own (`aelab.evaluation.runs`)."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
-    from aelab.tracking import check_tracking_uri, tracking_uri
+    from aelab.evaluation import runs
+    from aelab.tracking import artifact_location, check_tracking_uri, is_local_store, tracking_uri
 
+    uri = tracking_uri(params.tracking)
+    check_tracking_uri(uri)  # a server that is gone: one line within seconds, not minutes of retries
+    client = mlflow.MlflowClient(uri)
+    experiment = params.tracking.experiment
     logged = []
     folders = scratch_models(models_dir, list(results))
     for method, metrics in results.items():
-        run_file = folders.get(method, models_dir / method) / "run.json"
-        if not run_file.exists():
+        files = [
+            (path, str(path.parent.relative_to(outputs.root.parent)))
+            for path in outputs.by_method.get(method, []) + outputs.by_method.get("all", [])
+        ] + [(metrics_file, "evaluation")]
+        if method in runs.BASELINES:
+            location = artifact_location() if is_local_store(uri) else None
+            runs.baseline_run(client, experiment, method, metrics, files, location)
+            logged.append(method)
             continue
-        try:
-            run = json.loads(run_file.read_text())
-        except ValueError as err:
-            raise DataError(f"{run_file}: not readable JSON ({err}); train {method} again") from None
-        # The store the training run was written to (recorded by `train`), also when evaluating from elsewhere.
-        uri = run.get("tracking_uri") or tracking_uri(params.tracking)
-        check_tracking_uri(uri)  # a server that is gone: one line within seconds, not minutes of retries
-        mlflow.set_tracking_uri(uri)
-        try:
-            mlflow.MlflowClient().get_run(run["run_id"])
-        except MlflowException:
-            Console(stderr=True).print(
-                f"{method}: MLflow run {run['run_id']} not found; metrics kept in {metrics_file}"
-            )
+        model_file = folders.get(method, models_dir / method) / MODEL_FILE
+        if not model_file.exists():
             continue
-        with mlflow.start_run(run_id=run["run_id"]):
-            mlflow.log_metrics({f"eval/{k}": float(v) for k, v in metrics.items()})
-            for path in outputs.by_method.get(method, []) + outputs.by_method.get("all", []):
-                mlflow.log_artifact(str(path), artifact_path=str(path.parent.relative_to(outputs.root.parent)))
-            mlflow.log_artifact(str(metrics_file), artifact_path="evaluation")
+        if runs.into_training_run(client, experiment, model_file, metrics, files) is None:
+            Console(stderr=True).print(f"{method}: no MLflow run wrote {model_file}; metrics kept in {metrics_file}")
+            continue
         logged.append(method)
     return logged
 
@@ -302,13 +312,16 @@ def thread_limit(n: int | None) -> Iterator[None]:
 def main(params: Params) -> None:
     with thread_limit(params.evaluate.num_threads):
         results, outputs = evaluate(params, load_prepared(PREPARED_DIR))
-    METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    METRICS_FILE.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    logged = log_to_mlflow(params, results, outputs, MODELS_DIR, METRICS_FILE)
+    ALL_METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    ALL_METRICS_FILE.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    write_headlines(results, METRICS_DIR)
+    logged = log_to_mlflow(params, results, outputs, MODELS_DIR, ALL_METRICS_FILE)
     console = Console(stderr=True)
     headline = ("recon_sse", "explained_variance", "probe_accuracy", "knn_accuracy", "oneclass/auroc_mean")
     for method, metrics in results.items():
         console.print(f"{method}: " + ", ".join(f"{k} {metrics[k]:.4g}" for k in headline if k in metrics))
     console.print(
-        f"metrics -> {METRICS_FILE}, figures -> {outputs.root}, MLflow runs of: {', '.join(logged) or 'none'}"
+        f"headline metrics -> {METRICS_DIR}/, all metrics -> {ALL_METRICS_FILE}, figures -> {outputs.root}/, "
+        f"MLflow runs of: {', '.join(logged) or 'none'}",
+        soft_wrap=True,
     )

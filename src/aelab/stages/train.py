@@ -23,5 +23,9 @@ def main(params: Params, variant: str) -> None:
     result = train_variant(params, variant, load_prepared(PREPARED_DIR), name=name)
     if result.run_id is None:  # a non-zero DDP rank: rank zero reports
         return
-    summary = ", ".join(f"{k} {v:.5g}" for k, v in result.metrics.items())
-    Console(stderr=True).print(f"trained {name}: {summary} -> {MODELS_DIR / name} (MLflow run {result.run_id})")
+    m = result.metrics
+    summary = f"test/mse {m['test/mse']:.5g}, best epoch {m['best_epoch']:.0f} of {m['epochs']:.0f}"
+    Console(stderr=True).print(
+        f"trained {name}: {summary} -> {MODELS_DIR / name}/ (metrics.json, dvclive/), MLflow run {result.run_id}",
+        soft_wrap=True,
+    )

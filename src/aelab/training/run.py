@@ -4,13 +4,18 @@ Checkpoints go to `data/checkpoints/<name>/<run digest>/`, outside DVC's outputs
 resumed (same data order, noise and dropout) instead of lost; the finished model goes to `data/models/<name>/`.
 
 Distributed runs (Lightning DDP on one machine, torchrun or SLURM across nodes) execute `train_variant` in every
-process; everything written outside Lightning (run.json, the model folder, MLflow artifacts) is written by global
-rank zero only, and the non-zero ranks never create an MLflow run.
+process; everything written outside Lightning (the checkpoint folder's run.json, the model folder, MLflow
+artifacts) is written by global rank zero only, and the non-zero ranks never create an MLflow run.
+
+The model folder holds nothing run-specific (no run id, no timestamp): a retrain with bit-identical weights leaves the
+DVC output unchanged. The MLflow run is found from the model file instead (`aelab.training.lookup`), and the
+training curves (DVCLive, `dvclive/` in the model folder) are `dvc plots`.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +26,19 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from rich.console import Console
 
-from aelab.config import Params, flatten
+from aelab.config import Params
 from aelab.data.corruptions import build_corruption
 from aelab.data.datamodule import AutoencoderDataModule
 from aelab.data.prepared import PreparedData
 from aelab.fileio import FolderLock
 from aelab.models import VARIANT_CLASSES, build_module, module_options
 from aelab.models.base import AutoencoderModule
-from aelab.paths import CHECKPOINTS_DIR, COMPLETE_MARKER, MODELS_DIR, TUNED
+from aelab.paths import CHECKPOINTS_DIR, COMPLETE_MARKER, MODEL_FILE, MODELS_DIR, TUNED
 from aelab.serving.bundle import write_bundle
-from aelab.tracking import mlflow_logger, run_tags, tracking_uri
+from aelab.tracking import mlflow_logger, run_tags
 from aelab.training.checkpoints import resume_point
 from aelab.training.digest import digest, without_placement
+from aelab.training.mlrun import describe_experiment, log_dataset, run_params, tag_model
 from aelab.training.pretrain import pretrain_layers
 from aelab.training.trainer import FreshStart, build_trainer, fit
 
@@ -192,14 +198,17 @@ def _train_run(
         if previous.get("run_id"):
             logger.experiment.update_run(logger.run_id, status="RUNNING")  # continued, not duplicated
         state_file.write_text(json.dumps({"run_id": logger.run_id}))
-        # The global batch is `train.batch_size`, split over `world_size` processes (see AutoencoderDataModule).
-        logger.log_hyperparams({**flatten(params), "world_size": trainer.world_size})
+        logger.log_hyperparams(run_params(params, variant, trainer.world_size))
+        describe_experiment(logger.experiment, logger.experiment_id)
+        log_dataset(logger.experiment, logger.run_id, data, f"{params.data.source}-train")
+        trainer.loggers = [*trainer.loggers, curves_logger(ckpt_dir, fresh)]
         if not fresh:
             Console(stderr=True).print(f"{name}: resuming from {ckpt_dir} (MLflow run {logger.run_id})")
 
     fitted = fit_module(params, variant, data, ckpt_dir, logger, restart=restart, on_trainer=open_run)
     trainer, module = fitted.trainer, fitted.module
-    tested = trainer.test(module, fitted.datamodule, verbose=False)[0]
+    dm = fitted.datamodule  # ddp_spawn fits in child processes: this process's trainer never attached it
+    tested = trainer.test(module, dm, verbose=False)[0]
     metrics = {k: float(v) for k, v in sorted(tested.items())}
     metrics["best_epoch"] = _checkpoint_epoch(fitted.best_path) if fitted.best_path else -1
     metrics["epochs"] = int(trainer.current_epoch)
@@ -219,10 +228,9 @@ def _train_run(
         folder.mkdir(parents=True, exist_ok=True)
         write_bundle(folder, module, data.meta)  # model.pt and the preprocessing: usable without the project
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        (folder / "run.json").write_text(
-            json.dumps({"run_id": logger.run_id, "tracking_uri": tracking_uri(params.tracking)})
-        )
-        log_artifacts(logger.run_id, params, module, fitted.datamodule, folder)
+        copy_curves(ckpt_dir, folder)
+        tag_model(logger.experiment, logger.run_id, folder / MODEL_FILE)
+        log_artifacts(logger.run_id, params, module, dm, folder)
         (ckpt_dir / COMPLETE_MARKER).touch()
     return TrainResult(module, metrics, logger.run_id if logger else None)
 
@@ -244,6 +252,28 @@ def scratch_baseline(
         scratch_params, variant, data, out / variant / "scratch", run_name=f"{variant}/scratch", extra_tags=tags
     )
     return {f"scratch/{key}": value for key, value in scratch.metrics.items()}
+
+
+CURVES = "dvclive"
+"""DVCLive's folder (per-epoch curves as TSV, for `dvc plots`), in the checkpoint folder while training (kept when a
+run is interrupted and resumed), copied into the model folder at the end."""
+
+
+def curves_logger(ckpt_dir: Path, fresh: bool) -> Any:
+    """DVCLive's Lightning logger beside MLflow's, for the fine-tuning fit (pre-training phases log to MLflow)."""
+    from dvclive.lightning import DVCLiveLogger
+
+    return DVCLiveLogger(
+        run_name=None, dir=str(ckpt_dir / CURVES), resume=not fresh, save_dvc_exp=False, dvcyaml=None, report=None
+    )
+
+
+def copy_curves(ckpt_dir: Path, folder: Path) -> None:
+    target = folder / CURVES
+    if target.exists():
+        shutil.rmtree(target)
+    if (ckpt_dir / CURVES).exists():
+        shutil.copytree(ckpt_dir / CURVES, target)
 
 
 def _stage_name(name: str) -> str:

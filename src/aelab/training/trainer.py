@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,13 @@ class FreshStart(L.Callback):
                 path.unlink()
             (self.ckpt_dir / COMPLETE_MARKER).unlink(missing_ok=True)
         trainer.strategy.barrier("aelab-fresh-start-done")
+
+
+def show_progress(setting: bool | None) -> bool:
+    """`train.progress_bar`, where empty means: a person is watching (stderr is a terminal and this is not CI)."""
+    if setting is not None:
+        return setting
+    return sys.stderr.isatty() and not os.environ.get("CI")
 
 
 def build_trainer(
@@ -75,7 +84,7 @@ def build_trainer(
         callbacks=callbacks,
         enable_checkpointing=ckpt_dir is not None,
         default_root_dir=ckpt_dir,
-        enable_progress_bar=t.progress_bar,
+        enable_progress_bar=show_progress(t.progress_bar),
         enable_model_summary=False,
         # The DataModule shards its epoch permutation per rank itself; a DistributedSampler would shard it again.
         use_distributed_sampler=False,

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from aelab.config import Params
 from aelab.errors import TrainingError
-from aelab.tracking import git_commit, log_params, mlflow_logger, redact_text, uninterruptible
+from aelab.tracking import log_params, mlflow_logger, redact_text, run_tags, uninterruptible
 from aelab.training.run import fit_module
 from aelab.tuning.runs import end_child, experiment_id, mlflow_client
 from aelab.tuning.space import params_overrides, suggest
@@ -145,7 +145,7 @@ class Objective:
                 "optuna.trial_number": str(trial.number),
                 "optuna.trial_state": "RUNNING",
                 "aelab.worker": f"{socket.gethostname()}:{os.getpid()}",
-                "git_commit": git_commit(),
+                **run_tags(self.ctx.params.tune.variant, "tune"),
             },
         )
         trial.set_user_attr(ATTR_RUN, run.info.run_id)

@@ -11,13 +11,19 @@ from aelab.config import Params, flatten
 from aelab.tracking import (
     artifact_location,
     check_tracking_uri,
-    git_commit,
     log_params,
     redact_text,
+    run_tags,
     tracking_uri,
     uninterruptible,
 )
+from aelab.training.mlrun import describe_experiment
 from aelab.tuning.study import ATTR_FAIL_KIND, ATTR_FAIL_REASON, ATTR_PARENT_RUN, UNFINISHED, StudyContext
+
+TUNE_NOTE = (
+    "aelab tune: one parent run per Optuna study (tag optuna.study_name; best params and plots), one child run per "
+    "trial (tags optuna.trial_number, optuna.trial_state). optuna-dashboard opens the study journal in data/studies/."
+)
 
 
 def mlflow_client(params: Params):
@@ -51,15 +57,16 @@ def ensure_parent_run(ctx: StudyContext) -> str:
         with contextlib.suppress(MlflowException):
             client.get_run(run_id)
             return run_id
+    study_experiment = experiment_id(client, ctx.experiment)
+    describe_experiment(client, study_experiment, TUNE_NOTE)
     run = client.create_run(
-        experiment_id(client, ctx.experiment),
+        study_experiment,
         run_name=ctx.name,
         tags={
             "aelab.role": "study",
             "optuna.study_name": ctx.name,
             "optuna.storage": ctx.storage_description,
-            "git_commit": git_commit(),
-            "dvc_stage": "tune",
+            **run_tags(ctx.params.tune.variant, "tune"),
         },
     )
 

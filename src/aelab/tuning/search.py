@@ -15,6 +15,8 @@ How it fits together (docs/tuning.md has the user's view):
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 
 from aelab.config import Params
@@ -55,6 +57,10 @@ def open_study(params: Params, data: PreparedData) -> StudyContext:
             )
         if [d.name for d in study.directions] != [d.upper() for d in directions]:
             raise ConfigError(f"tune.objectives: study {name!r} has {len(study.directions)} objective(s)")
+        if study.metric_names != list(params.tune.objectives):  # named in optuna-dashboard and the plots
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(params.tune.objectives))
         ctx = StudyContext(params, data, name, digest, storage, description, study, experiment=tune_experiment(params))
         ctx.parent_run_id = ensure_parent_run(ctx)
     return ctx
@@ -78,6 +84,13 @@ def tune(params: Params, data: PreparedData, workers: int = 1, argv: list[str] |
         f"study {ctx.name} ({ctx.storage_description}): {done}/{cfg.n_trials} trials finished, "
         f"searching {', '.join(cfg.space.searched()) or 'nothing'}; MLflow parent run {ctx.parent_run_id}"
     )
+    if done > cfg.n_trials and BEST_PARAMS_FILE.exists():
+        console.print(
+            f"study {ctx.name}: {done} trials finished already, more than the budget tune.n_trials={cfg.n_trials}; "
+            f"nothing to run, {BEST_PARAMS_FILE} left as it is",
+            soft_wrap=True,
+        )
+        return None
     if workers > 1:
         launch_workers(workers, argv or [], params.train.accelerator)
     else:
@@ -89,6 +102,7 @@ def tune(params: Params, data: PreparedData, workers: int = 1, argv: list[str] |
     best = result["best"]
     console.print(
         f"study {ctx.name}: {state['COMPLETE']} complete, {state['PRUNED']} pruned, {state['FAIL']} failed; "
-        f"best trial {best['trial']}: {best['values']} -> {BEST_PARAMS_FILE}"
+        f"best trial {best['trial']}: {best['values']} -> {BEST_PARAMS_FILE}",
+        soft_wrap=True,
     )
     return result

@@ -61,7 +61,9 @@ def _figures(study: optuna.Study, cfg: TuneConfig) -> dict[str, Any]:
     from optuna.visualization import matplotlib as plots
 
     multi = len(cfg.objectives) > 1
-    target = {"target": (lambda t: t.values[0]), "target_name": cfg.objectives[0]} if multi else {}
+    target: dict[str, Any] = {"target_name": cfg.objectives[0]}  # the axis says what was minimised
+    if multi:
+        target["target"] = lambda t: t.values[0]
     searched = cfg.space.searched()
     wanted: dict[str, Any] = {
         "optimization_history.png": lambda: plots.plot_optimization_history(study, **target),
@@ -85,8 +87,18 @@ def _figures(study: optuna.Study, cfg: TuneConfig) -> dict[str, Any]:
             console.print(f"[dim]plot {name} skipped: {type(err).__name__}: {err}[/dim]")
             continue
         first = axes.flat[0] if hasattr(axes, "flat") else axes
-        figures[name] = first.figure
+        figures[name] = legible(first.figure)
     return figures
+
+
+def legible(figure: Any) -> Any:
+    """Room for Optuna's axis labels and parameter names, which its default size cuts off."""
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(max(width, 8.0), max(height, 5.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # colorbars of contour plots are not tight_layout-compatible
+        figure.tight_layout()
+    return figure
 
 
 @uninterruptible()
