@@ -15,7 +15,7 @@ from aelab.paths import (
     BEST_PARAMS_FILE,
     CODES_DIR,
     EVALUATION_DIR,
-    METRICS_FILE,
+    METRICS_DIR,
     MODELS_DIR,
     ONECLASS_MODEL_DIR,
     PREPARED_DIR,
@@ -90,7 +90,7 @@ def test_outputs_are_where_the_code_writes_them(stages) -> None:
         assert train["outs"] == {MODELS_DIR / variant} and reduce["outs"] == {CODES_DIR / variant}
     assert stages["reduce_pca"]["outs"] == {CODES_DIR / "pca"}
     assert stages["tune"]["outs"] == {BEST_PARAMS_FILE}
-    assert stages["evaluate"]["outs"] == {EVALUATION_DIR, METRICS_FILE}
+    assert stages["evaluate"]["outs"] == {EVALUATION_DIR, METRICS_DIR}
     assert stages["oneclass"]["outs"] == {ONECLASS_MODEL_DIR}
 
 
