@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 
 from aelab.errors import ConfigError
 
@@ -77,3 +78,21 @@ def configure(workers: int | None = None) -> int:
             torch.set_num_interop_threads(threads)
     threadpool_limits(limits=threads)
     return threads
+
+
+@contextlib.contextmanager
+def limit_threads(n: int | None) -> Iterator[None]:
+    """Run torch and the BLAS/OpenMP pools (scikit-learn) on at most `n` threads; None changes nothing."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(previous)

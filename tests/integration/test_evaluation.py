@@ -85,7 +85,7 @@ def test_oneclass_rejects_unknown_classes(tmp_path):
 
 # ---- the stage ----------------------------------------------------------------------------
 def test_evaluate_stage_on_tiny_data(tmp_path):
-    from aelab.stages import evaluate as stage
+    from aelab.evaluation import study as stage
     from aelab.stages.reduce import reduce
 
     cfg = params(

@@ -16,8 +16,8 @@ def test_raw_test_rows_give_the_codes_of_the_pipeline(tiny_params):
     """A bundle written with `prepare`'s meta: raw rows of the test split encode as `reduce` encodes the prepared
     (scaled) test split."""
     from aelab.data.sources import load_source
+    from aelab.evaluation.reduction import encode_splits
     from aelab.stages.prepare import prepare, split_dataset
-    from aelab.stages.reduce import encode_splits
 
     data = prepare(tiny_params.data, tiny_params.seed)
     raw_test, labels = split_dataset(load_source(tiny_params.data), tiny_params.data, tiny_params.seed)["test"]

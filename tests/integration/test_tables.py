@@ -16,7 +16,7 @@ import yaml
 from aelab.config import Params, validate_params
 from aelab.data.prepared import PreparedData, Split
 from aelab.errors import ConfigError, DataError
-from aelab.stages import oneclass
+from aelab.evaluation import detector as oneclass
 from aelab.stages.prepare import prepare
 from tests.conftest import REPO
 from tests.table_data import COLUMNS, TABLE, write_measurements
@@ -150,7 +150,7 @@ def test_oneclass_command_keeps_a_bundle_with_its_threshold(table):
 def test_evaluate_on_a_table_names_one_class_results_by_label(table, tmp_path):
     import torch
 
-    from aelab.stages import evaluate as stage
+    from aelab.evaluation import study as stage
     from aelab.stages.reduce import reduce
 
     params = table_params(

@@ -108,17 +108,16 @@ def test_local_and_database_uris_pass_without_a_connection():
 
 
 def test_evaluate_stops_at_once_when_the_training_run_store_is_gone(tmp_path, tiny_params):
-    """`evaluate` logs into the store `train` recorded in run.json; a server that is gone is one line, at once."""
-    import json
+    """`evaluate` logs into the tracking store of the params; a server that is gone is one line, at once."""
+    from aelab.evaluation.runs import log_evaluation
+    from aelab.evaluation.study import Outputs
 
-    from aelab.stages.evaluate import Outputs, log_to_mlflow
-
-    folder = tmp_path / "models" / "undercomplete"
-    folder.mkdir(parents=True)
-    (folder / "run.json").write_text(json.dumps({"run_id": "abc", "tracking_uri": _closed_url()}))
+    params = tiny_params.derive({"tracking": {"uri": _closed_url()}}, "test")
     start = time.monotonic()
     with pytest.raises(ConfigError, match=r"no MLflow server answers at http://127\.0\.0\.1:\d+"):
-        log_to_mlflow(tiny_params, {"undercomplete": {}}, Outputs(tmp_path / "ev"), folder.parent, tmp_path / "m.json")
+        log_evaluation(
+            params, {"undercomplete": {}}, Outputs(tmp_path / "ev"), tmp_path / "models", tmp_path / "m.json"
+        )
     assert time.monotonic() - start < 10
 
 

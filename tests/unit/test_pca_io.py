@@ -40,7 +40,7 @@ def test_npz_round_trip_reproduces_transform_exactly(tmp_path, whiten):
 
 
 def test_crafted_pca_joblib_is_never_loaded(tmp_path):
-    from aelab.stages.evaluate import pca_denoiser
+    from aelab.evaluation.study import pca_denoiser
 
     marker = tmp_path / "pwned"
     (tmp_path / "pca").mkdir()
@@ -57,7 +57,7 @@ def test_pca_npz_that_is_not_a_pca_is_a_clear_error(tmp_path):
 
 
 def test_reduce_pca_writes_arrays_and_evaluate_uses_them(prepared_digits, tiny_params):
-    from aelab.stages.evaluate import pca_denoiser
+    from aelab.evaluation.study import pca_denoiser
     from aelab.stages.reduce import reduce
 
     folder = reduce(tiny_params, "pca", prepared_digits)

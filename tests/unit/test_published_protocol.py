@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_pipeline_pca_error_is_unclipped_and_equals_numpy_svd() -> None:
-    from aelab.stages.evaluate import evaluate_reduction
-    from aelab.stages.reduce import encode_splits, fit_reducer
+    from aelab.evaluation.reduction import encode_splits
+    from aelab.evaluation.study import evaluate_reduction
+    from aelab.stages.reduce import fit_reducer
 
     rng = np.random.default_rng(4)
     low_rank = rng.normal(size=(400, 3)) @ rng.normal(size=(3, 30))

@@ -13,7 +13,7 @@ from aelab.data.labels import encode_labels, label_codes
 from aelab.data.prepared import PreparedData, Split
 from aelab.data.scaling import Scaler
 from aelab.errors import ConfigError, DataError
-from aelab.stages.evaluate import by_label_value, find_methods
+from aelab.evaluation.study import by_label_value, find_methods
 from aelab.stages.prepare import prepare
 from tests.conftest import REPO
 from tests.table_data import TABLE

@@ -8,6 +8,8 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.metrics import r2_score
 
+from aelab.data.prepared import SPLITS, PreparedData
+
 
 def reconstruct(reducer: Any, codes: np.ndarray, clip: bool = False) -> np.ndarray:
     """`reducer.inverse_transform(codes)` as float32: the method's own reconstruction, unclipped by default.
@@ -56,3 +58,15 @@ def code_statistics(codes: np.ndarray) -> dict[str, float]:
         "code/constant_fraction": float((stds < 1e-6).mean()),
         "code/effective_dims": float(effective),
     }
+
+
+def encode_splits(reducer, data: PreparedData) -> dict[str, np.ndarray]:
+    """The content of `codes.npz`: each split's codes (and labels) and the test reconstructions (PCA's unclipped)."""
+    arrays: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        part = data.split(split)
+        arrays[f"{split}_codes"] = reducer.transform(part.x).astype(np.float32)
+        if part.y is not None:
+            arrays[f"{split}_labels"] = part.y
+    arrays["test_reconstruction"] = reconstruct(reducer, arrays["test_codes"])  # unclipped: the published protocol
+    return arrays

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from aelab.config import Params
+from aelab.paths import MODEL_FILE
 from aelab.tracking import run_tags
 from aelab.training.lookup import find_training_run
 from aelab.training.mlrun import describe_experiment
+
+if TYPE_CHECKING:
+    from aelab.evaluation.study import Outputs
 
 BASELINES = ("pca", "raw")
 STAGE = "evaluate"
@@ -66,3 +71,38 @@ def baseline_run(
     log_files(client, run.info.run_id, files)
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def log_evaluation(params: Params, results: dict, outputs: Outputs, models_dir: Path, metrics_file: Path) -> list[str]:
+    """Each variant's metrics (as `eval/...`), its figures and the shared tables into its training run (found by
+    its model file), and PCA and raw inputs as baseline runs of their own (`aelab.evaluation.runs`)."""
+    import mlflow
+    from rich.console import Console
+
+    from aelab.evaluation.study import scratch_models
+    from aelab.tracking import artifact_location, check_tracking_uri, is_local_store, tracking_uri
+
+    uri = tracking_uri(params.tracking)
+    check_tracking_uri(uri)  # a server that is gone: one line within seconds, not minutes of retries
+    client = mlflow.MlflowClient(uri)
+    experiment = params.tracking.experiment
+    logged = []
+    folders = scratch_models(models_dir, list(results))
+    for method, metrics in results.items():
+        files = [
+            (path, str(path.parent.relative_to(outputs.root.parent)))
+            for path in outputs.by_method.get(method, []) + outputs.by_method.get("all", [])
+        ] + [(metrics_file, "evaluation")]
+        if method in BASELINES:
+            location = artifact_location() if is_local_store(uri) else None
+            baseline_run(client, experiment, method, metrics, files, location)
+            logged.append(method)
+            continue
+        model_file = folders.get(method, models_dir / method) / MODEL_FILE
+        if not model_file.exists():
+            continue
+        if into_training_run(client, experiment, model_file, metrics, files) is None:
+            Console(stderr=True).print(f"{method}: no MLflow run wrote {model_file}; metrics kept in {metrics_file}")
+            continue
+        logged.append(method)
+    return logged

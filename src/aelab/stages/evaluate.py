@@ -1,325 +1,38 @@
 """`aelab evaluate`: what the codes are good for, per method, against PCA and the raw inputs.
 
-Reads `data/prepared`, `data/codes/<method>` (from `reduce`) and `data/models/<variant>` (from `train`);
-writes the headline metrics `data/metrics/<method>.json` (the metrics in dvc.yaml), the full set
-`data/evaluation/all_metrics.json` and the tables and figures in `data/evaluation/`, and logs them to each variant's
-MLflow run. Metric keys per method (see `aelab.evaluation` for each concern):
-- `recon_mse`, `recon_sse` (summed over features, mean over samples), `explained_variance`, `code/*`;
-- `probe_accuracy` (logistic regression), `knn_accuracy`, `tsne/trustworthiness`;
-- `denoise/<corruption>/{psnr,ssim}` (under `raw`: the corrupted input itself);
-- `sparsity/*` for sigmoid-code variants; `oneclass/*` for the one-class variant and its PCA baseline.
-A pre-trained stacked variant trained with `compare_scratch` also has a `<variant>-scratch` method: the same
-network trained end to end from scratch for the same total epochs, evaluated the same way.
+Reads `data/prepared`, `data/codes/<method>` (from `reduce`) and `data/models/<variant>` (from `train`); runs the
+study of `aelab.evaluation.study`; writes the headline metrics `data/metrics/<method>.json` (the metrics in
+dvc.yaml), the full set `data/evaluation/all_metrics.json` and the tables and figures in `data/evaluation/`, and
+logs them to each variant's MLflow run and to baseline runs of PCA and the raw inputs.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-from matplotlib import pyplot as plt
-from matplotlib.figure import Figure
 from rich.console import Console
-from sklearn.decomposition import PCA
-from threadpoolctl import threadpool_limits
 
-from aelab.config import VARIANTS, Params
-from aelab.data.labels import label_codes, label_names_of
-from aelab.data.prepared import UNREADABLE_NPZ, PreparedData, load_prepared
-from aelab.errors import DataError
-from aelab.evaluation import classification, denoising, oneclass, reduction, sparsity, tsne
+from aelab.config import Params
+from aelab.data.prepared import load_prepared
 from aelab.evaluation.headline import write_headlines
-from aelab.evaluation.pca_io import load_pca
-from aelab.paths import (
-    ALL_METRICS_FILE,
-    CODES_DIR,
-    EVALUATION_DIR,
-    METRICS_DIR,
-    MODEL_FILE,
-    MODELS_DIR,
-    PCA_FILE,
-    PREPARED_DIR,
-)
-from aelab.plots import image_grid
-from aelab.reducers import AutoencoderReducer
-from aelab.stages.reduce import encode_splits
+from aelab.evaluation.runs import log_evaluation
+from aelab.evaluation.study import evaluate
+from aelab.paths import ALL_METRICS_FILE, METRICS_DIR, MODELS_DIR, PREPARED_DIR
+from aelab.threads import limit_threads
 
-
-class Outputs:
-    """Collects figures and tables under `data/evaluation/` and remembers which method each belongs to."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.by_method: dict[str, list[Path]] = {}
-
-    def path(self, relative: str, methods: tuple[str, ...] = ("all",)) -> Path:
-        target = self.root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for method in methods:
-            self.by_method.setdefault(method, []).append(target)
-        return target
-
-    def figure(self, fig: Figure, relative: str, methods: tuple[str, ...] = ("all",)) -> None:
-        fig.savefig(self.path(relative, methods), dpi=90)
-        plt.close(fig)
-
-    def table(self, frame: pd.DataFrame, relative: str, methods: tuple[str, ...] = ("all",)) -> None:
-        frame.to_csv(self.path(relative, methods), index=False, float_format="%.6g")
-
-
-def find_methods(codes_dir: Path, variants: Iterable[str] = VARIANTS) -> list[str]:
-    """The methods with codes: the listed variants (`pipeline.variants`), PCA and the tuned variant.
-
-    Codes of a variant no longer listed may still lie in `data/codes`; they are left out."""
-    found = sorted(p.name for p in codes_dir.iterdir() if (p / "codes.npz").exists()) if codes_dir.exists() else []
-    methods = [m for m in found if m in variants or m not in VARIANTS]
-    if not methods:
-        raise DataError(f"{codes_dir}: no codes found; run `aelab reduce` first")
-    return methods
-
-
-def load_codes(folder: Path) -> dict[str, np.ndarray]:
-    """A method's codes from `reduce`; a truncated or foreign file names the command that writes it again."""
-    path = folder / "codes.npz"
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {k: archive[k] for k in archive.files}
-    except UNREADABLE_NPZ as err:
-        raise DataError(f"{path}: cannot read codes ({err}); run `aelab reduce --method {folder.name}` again") from None
-
-
-SCRATCH_SUFFIX = "-scratch"
-
-
-def scratch_models(models_dir: Path, methods: list[str]) -> dict[str, Path]:
-    """`<variant>-scratch` -> folder of the from-scratch baseline that `train` left beside a pre-trained variant."""
-    found = {f"{m}{SCRATCH_SUFFIX}": models_dir / m / "scratch" / m for m in methods}
-    return {name: folder for name, folder in found.items() if (folder / "model.pt").exists()}
-
-
-def evaluate_reduction(data: PreparedData, codes: dict[str, np.ndarray]) -> dict[str, float]:
-    metrics = reduction.reconstruction_errors(data.test.x, codes["test_reconstruction"])
-    metrics["explained_variance"] = reduction.explained_variance(data.test.x, codes["test_reconstruction"])
-    metrics["code_dim"] = int(codes["train_codes"].shape[1])
-    metrics.update(reduction.code_statistics(codes["test_codes"]))
-    return metrics
-
-
-def evaluate_classification(
-    params: Params, data: PreparedData, features: dict[str, tuple[np.ndarray, np.ndarray]], outputs: Outputs
-) -> dict[str, dict[str, float]]:
-    """Probe and kNN per method (`features`: method -> (train, test) arrays), per-class table, confusion PNGs."""
-    results, per_class = {}, {}
-    for method, (train_x, test_x) in features.items():
-        found = classification.classify(params.evaluate, params.seed, train_x, data.train.y, test_x, data.test.y)
-        results[method] = found.metrics
-        per_class[method] = found.per_class_accuracy
-        fig = classification.confusion_figure(data.test.y, found.predictions, f"{method}: linear probe on test")
-        outputs.figure(fig, f"classification/confusion_{method}.png", (method,))
-        confusion = pd.DataFrame({"actual": data.test.y, "predicted": found.predictions})
-        outputs.table(confusion, f"confusion/{method}.csv", (method,))  # DVC's confusion template
-    table = pd.DataFrame(per_class).rename_axis("class").reset_index()
-    outputs.table(table, "tables/classification_per_class.csv")
-    return results
-
-
-def evaluate_tsne(params: Params, data: PreparedData, all_codes: dict[str, dict], outputs: Outputs) -> dict:
-    keep = tsne.subsample(len(data.test.x), params.evaluate.tsne.max_samples, params.seed)
-    labels = data.test.y[keep] if data.test.y is not None else None
-    results = {}
-    for method, codes in all_codes.items():
-        points, metrics = tsne.embed(codes["test_codes"][keep], params.evaluate.tsne, params.seed)
-        results[method] = metrics
-        how = "codes" if codes["test_codes"].shape[1] == 2 else "t-SNE of the test codes"
-        outputs.figure(tsne.scatter_figure(points, labels, f"{method}: {how}"), f"tsne/{method}.png", (method,))
-    return results
-
-
-def pca_denoiser(codes_dir: Path) -> PCA | None:
-    """The pipeline's fitted PCA (saved by `reduce --method pca`), if PCA is among the methods."""
-    path = codes_dir / "pca" / PCA_FILE
-    if path.exists():
-        return load_pca(path)
-    if (codes_dir / "pca" / "pca.joblib").exists():  # an older layout: a pickle, which is never loaded
-        raise DataError(f"{path}: not found (an old pca.joblib is never loaded); run `aelab reduce --method pca` again")
-    return None
-
-
-def evaluate_denoising(
-    params: Params, data: PreparedData, models: dict[str, AutoencoderReducer], codes_dir: Path, outputs: Outputs
-) -> dict[str, dict[str, float]]:
-    denoisers = {name: model.reconstruct for name, model in models.items()}
-    pca = pca_denoiser(codes_dir)
-    if pca is not None:
-        denoisers["pca"] = lambda x: pca.inverse_transform(pca.transform(x))
-    cfg = params.evaluate.denoising
-    metrics, samples = denoising.evaluate_denoisers(
-        data.test.x, list(cfg.corruptions), denoisers, data.image_shape, params.seed
-    )
-    for name, rows in samples.items():
-        fig = image_grid({k: v[: cfg.grid_samples] for k, v in rows.items()}, data.image_shape, f"denoising: {name}")
-        outputs.figure(fig, f"denoising/{name}.png")
-    return metrics
-
-
-def evaluate_sparsity(
-    params: Params, data: PreparedData, models: dict[str, AutoencoderReducer], all_codes: dict, outputs: Outputs
-) -> dict[str, dict[str, float]]:
-    results: dict[str, dict[str, float]] = {}
-    for name, model in models.items():
-        module = model.module_
-        rho = module.hparams.get("rho")
-        if rho is not None and name in all_codes:
-            metrics, rho_hat = sparsity.unit_statistics(all_codes[name]["test_codes"], rho, params.evaluate.sparsity)
-            results[name] = metrics
-            fig = sparsity.histogram_figure(rho_hat, rho, f"{name}: mean activation per code unit")
-            outputs.figure(fig, f"sparsity/{name}_activations.png", (name,))
-        if data.image_shape is not None:
-            weights = sparsity.first_layer_weights(module)
-            title = f"{name}: first-layer weights ({min(len(weights), params.evaluate.sparsity.max_features)} units)"
-            fig = sparsity.features_figure(weights, data.image_shape, params.evaluate.sparsity.max_features, title)
-            outputs.figure(fig, f"features/{name}.png", (name,))
-    return results
-
-
-def by_label_value(params: Params, data: PreparedData) -> tuple[Params, list]:
-    """`evaluate.oneclass.classes` names label values; the one-class study works on their codes."""
-    cfg = params.evaluate.oneclass
-    names = label_names_of(data.meta, data.train.y)
-    if cfg.classes is None:
-        return params, names
-    codes = label_codes(cfg.classes, names, "evaluate.oneclass.classes")
-    evaluate_cfg = params.evaluate.model_copy(update={"oneclass": cfg.model_copy(update={"classes": codes})})
-    return params.model_copy(update={"evaluate": evaluate_cfg}), names
-
-
-def _named(metrics: dict[str, float], names: list) -> dict[str, float]:
-    """`oneclass/auroc/<code>` -> `oneclass/auroc/<label value>` (the same key for integer labels 0..k-1)."""
-    prefix = "oneclass/auroc/"
-    return {
-        (f"{prefix}{names[int(k.removeprefix(prefix))]}" if k.startswith(prefix) else k): v for k, v in metrics.items()
-    }
-
-
-def evaluate_oneclass(params: Params, data: PreparedData, outputs: Outputs) -> dict[str, dict[str, float]]:
-    cfg = params.evaluate.oneclass
-    if data.train.y is None or cfg.classes == []:
-        return {}
-    params, names = by_label_value(params, data)
-    found = oneclass.run_oneclass(params, data)
-    table = pd.DataFrame(found.rows)
-    table["method"] = table["method"].replace({"autoencoder": cfg.variant})
-    table["class"] = [names[int(c)] for c in table["class"]]
-    outputs.table(table, "tables/oneclass_per_class.csv", (cfg.variant,))
-    outputs.table(pd.DataFrame(oneclass.mean_roc(found, cfg.roc_points)), "oneclass/roc.csv", (cfg.variant,))
-    outputs.figure(oneclass.roc_figure(found, cfg.variant), "oneclass/roc.png", (cfg.variant,))
-    return {cfg.variant: _named(found.metrics("autoencoder"), names), "pca": _named(found.metrics("pca"), names)}
-
-
-def merge(results: dict[str, dict[str, float]], extra: dict[str, dict[str, float]]) -> None:
-    for method, metrics in extra.items():
-        results.setdefault(method, {}).update(metrics)
-
-
-def evaluate(
-    params: Params,
-    data: PreparedData,
-    codes_dir: Path = CODES_DIR,
-    models_dir: Path = MODELS_DIR,
-    out: Path = EVALUATION_DIR,
-) -> tuple[dict[str, dict[str, float]], Outputs]:
-    if out.exists():
-        shutil.rmtree(out)  # a stage output: stale figures of removed methods must not linger
-    outputs = Outputs(out)
-    methods = find_methods(codes_dir, params.pipeline.variants)
-    all_codes = {method: load_codes(codes_dir / method) for method in methods}
-    models = {
-        m: AutoencoderReducer.load(models_dir / m / "model.pt")
-        for m in methods
-        if (models_dir / m / "model.pt").exists()
-    }
-    # Pre-trained stacked variants beside the same network trained from scratch for as many epochs (`train` made it)
-    for name, folder in scratch_models(models_dir, methods).items():
-        models[name] = AutoencoderReducer.load(folder / "model.pt")
-        all_codes[name] = encode_splits(models[name], data)  # what `reduce` writes for a variant
-    results = {method: evaluate_reduction(data, codes) for method, codes in all_codes.items()}
-    if data.train.y is not None:
-        features = {m: (c["train_codes"], c["test_codes"]) for m, c in all_codes.items()}
-        features["raw"] = (data.train.x, data.test.x)
-        merge(results, evaluate_classification(params, data, features, outputs))
-    merge(results, evaluate_tsne(params, data, all_codes, outputs))
-    merge(results, evaluate_denoising(params, data, models, codes_dir, outputs))
-    merge(results, evaluate_sparsity(params, data, models, all_codes, outputs))
-    merge(results, evaluate_oneclass(params, data, outputs))
-    return {m: dict(sorted(v.items())) for m, v in sorted(results.items())}, outputs
-
-
-def log_to_mlflow(params: Params, results: dict, outputs: Outputs, models_dir: Path, metrics_file: Path) -> list[str]:
-    """Each variant's metrics (as `eval/...`), its figures and the shared tables into its training run (found by
-    its model file), and PCA and raw inputs as baseline runs of their own (`aelab.evaluation.runs`)."""
-    import mlflow
-
-    from aelab.evaluation import runs
-    from aelab.tracking import artifact_location, check_tracking_uri, is_local_store, tracking_uri
-
-    uri = tracking_uri(params.tracking)
-    check_tracking_uri(uri)  # a server that is gone: one line within seconds, not minutes of retries
-    client = mlflow.MlflowClient(uri)
-    experiment = params.tracking.experiment
-    logged = []
-    folders = scratch_models(models_dir, list(results))
-    for method, metrics in results.items():
-        files = [
-            (path, str(path.parent.relative_to(outputs.root.parent)))
-            for path in outputs.by_method.get(method, []) + outputs.by_method.get("all", [])
-        ] + [(metrics_file, "evaluation")]
-        if method in runs.BASELINES:
-            location = artifact_location() if is_local_store(uri) else None
-            runs.baseline_run(client, experiment, method, metrics, files, location)
-            logged.append(method)
-            continue
-        model_file = folders.get(method, models_dir / method) / MODEL_FILE
-        if not model_file.exists():
-            continue
-        if runs.into_training_run(client, experiment, model_file, metrics, files) is None:
-            Console(stderr=True).print(f"{method}: no MLflow run wrote {model_file}; metrics kept in {metrics_file}")
-            continue
-        logged.append(method)
-    return logged
-
-
-@contextmanager
-def thread_limit(n: int | None) -> Iterator[None]:
-    """Run torch and the BLAS/OpenMP pools (scikit-learn) on at most `n` threads; None changes nothing."""
-    if n is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n):
-            yield
-    finally:
-        torch.set_num_threads(previous)
+HEADLINE = ("recon_sse", "explained_variance", "probe_accuracy", "knn_accuracy", "oneclass/auroc_mean")
 
 
 def main(params: Params) -> None:
-    with thread_limit(params.evaluate.num_threads):
+    with limit_threads(params.evaluate.num_threads):
         results, outputs = evaluate(params, load_prepared(PREPARED_DIR))
     ALL_METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
     ALL_METRICS_FILE.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     write_headlines(results, METRICS_DIR)
-    logged = log_to_mlflow(params, results, outputs, MODELS_DIR, ALL_METRICS_FILE)
+    logged = log_evaluation(params, results, outputs, MODELS_DIR, ALL_METRICS_FILE)
     console = Console(stderr=True)
-    headline = ("recon_sse", "explained_variance", "probe_accuracy", "knn_accuracy", "oneclass/auroc_mean")
     for method, metrics in results.items():
-        console.print(f"{method}: " + ", ".join(f"{k} {metrics[k]:.4g}" for k in headline if k in metrics))
+        console.print(f"{method}: " + ", ".join(f"{k} {metrics[k]:.4g}" for k in HEADLINE if k in metrics))
     console.print(
         f"headline metrics -> {METRICS_DIR}/, all metrics -> {ALL_METRICS_FILE}, figures -> {outputs.root}/, "
         f"MLflow runs of: {', '.join(logged) or 'none'}",

@@ -18,7 +18,7 @@ from aelab.config import Params
 from aelab.data.labels import label_names_of
 from aelab.data.prepared import SPLITS, PreparedData, load_prepared
 from aelab.evaluation.pca_io import save_pca
-from aelab.evaluation.reduction import reconstruct
+from aelab.evaluation.reduction import encode_splits
 from aelab.paths import CODES_DIR, MODELS_DIR, PCA_FILE, PREPARED_DIR
 
 
@@ -40,18 +40,6 @@ def write_tables(folder: Path, name: str, codes: np.ndarray, labels: np.ndarray 
         frame.to_csv(folder / f"{name}.csv", index=False, float_format="%.7g")
     if "parquet" in formats:
         frame.to_parquet(folder / f"{name}.parquet", index=False)
-
-
-def encode_splits(reducer, data: PreparedData) -> dict[str, np.ndarray]:
-    """The content of `codes.npz`: each split's codes (and labels) and the test reconstructions (PCA's unclipped)."""
-    arrays: dict[str, np.ndarray] = {}
-    for split in SPLITS:
-        part = data.split(split)
-        arrays[f"{split}_codes"] = reducer.transform(part.x).astype(np.float32)
-        if part.y is not None:
-            arrays[f"{split}_labels"] = part.y
-    arrays["test_reconstruction"] = reconstruct(reducer, arrays["test_codes"])  # unclipped: the published protocol
-    return arrays
 
 
 def label_values(meta: dict, y: np.ndarray | None) -> np.ndarray | None:

@@ -1,0 +1,151 @@
+"""A one-class model you keep (`aelab oneclass`), with the threshold that turns its score into a decision.
+
+The variant `oneclass.variant` is trained on the training rows whose label is one of `oneclass.normal` (label
+values, strings included) and validated on the normal validation rows. Its score is a row's mean squared
+reconstruction error; the threshold is the (1 - `false_positive_rate`) quantile of the scores of the normal
+validation rows, so about that share of normal rows is flagged, chosen without ever seeing an anomaly. A row
+scoring above the threshold is an anomaly. The test split (normal and every other label) measures it: AUROC,
+and precision, recall and the false-positive rate at the threshold (anomaly = positive).
+
+Output: `data/models/oneclass/`, a model bundle that carries the normal labels and the threshold (used by
+`aelab score` and `model.predict`), and its `metrics.json`. The trained network is cached under
+`data/checkpoints/oneclass-model/<digest>/`, so a changed rate re-thresholds without retraining.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
+from aelab.config import Params, check_variants_fit_data
+from aelab.data.labels import label_codes, label_names_of
+from aelab.data.prepared import PreparedData, Split
+from aelab.errors import ConfigError, DataError
+from aelab.evaluation.oneclass import per_sample_error, quiet_lightning
+from aelab.models import load_model, save_model
+from aelab.models.base import AutoencoderModule
+from aelab.paths import MODEL_FILE, ONECLASS_MODEL_CHECKPOINTS
+from aelab.serving.bundle import write_bundle
+from aelab.training.run import checkpoint_dir, fit_module
+
+SCORE = "mse"
+
+
+@dataclass
+class OneClassModel:
+    module: AutoencoderModule
+    normal: list[Any]
+    """The normal label values."""
+    threshold: float
+    """A row scoring above it is an anomaly."""
+    metrics: dict[str, Any]
+
+
+def normal_codes(params: Params, data: PreparedData) -> tuple[list[int], list[Any]]:
+    """Codes and values of `oneclass.normal`; no labels, no choice or an unknown value is a one-line error."""
+    if data.train.y is None or data.val.y is None or data.test.y is None:
+        raise DataError("oneclass: the data has no labels; set data.label_column (CSV) or data.labels_path (.npy)")
+    names = label_names_of(data.meta, data.train.y)
+    if params.oneclass.normal is None:
+        allowed = ", ".join(str(n) for n in names)
+        raise ConfigError(f"oneclass.normal: name the normal label value(s), e.g. [{names[0]}]; allowed: {allowed}")
+    codes = label_codes(params.oneclass.normal, names, "oneclass.normal")
+    return codes, [names[c] for c in codes]
+
+
+def normal_subset(data: PreparedData, codes: list[int]) -> PreparedData:
+    """The normal training and validation rows (the test split is never trained on)."""
+    train = data.train.x[np.isin(data.train.y, codes)]
+    val = data.val.x[np.isin(data.val.y, codes)]
+    if len(train) < 2 or len(val) < 1:
+        raise DataError(
+            f"oneclass.normal: {len(train)} training and {len(val)} validation rows carry a normal label; "
+            "at least 2 and 1 are needed"
+        )
+    meta = {**data.meta, "oneclass_normal": codes}
+    return PreparedData(Split(train, None), Split(val, None), Split(val, None), meta=meta)
+
+
+def model_params(params: Params) -> Params:
+    """The params the model trains with: the variant's, with the one-class epochs and widths."""
+    cfg = params.oneclass
+    variant = {"max_epochs": None, **({"hidden_dims": list(cfg.hidden_dims)} if cfg.hidden_dims else {})}
+    return params.derive({"train": {"max_epochs": cfg.max_epochs}, "variants": {cfg.variant: variant}}, "oneclass")
+
+
+def checkpoint_folder(params: Params, subset: PreparedData, root: Path = ONECLASS_MODEL_CHECKPOINTS) -> Path:
+    """`<root>/<run digest>`: one folder per (network, training settings, data, normal labels), not threshold."""
+    return checkpoint_dir(model_params(params), params.oneclass.variant, subset, root)
+
+
+def fit_normal(params: Params, subset: PreparedData, root: Path = ONECLASS_MODEL_CHECKPOINTS) -> AutoencoderModule:
+    """The model of the normal rows: loaded if it was trained before, else trained (resumable) and cached."""
+    folder = checkpoint_folder(params, subset, root)
+    model_file = folder / MODEL_FILE
+    if model_file.exists():
+        return load_model(model_file)
+    with quiet_lightning():
+        module = fit_module(model_params(params), params.oneclass.variant, subset, folder).module.cpu().eval()
+    save_model(module, folder / "model.tmp")
+    (folder / "model.tmp").replace(model_file)  # complete or absent, never half-written
+    return module
+
+
+def row_scores(module: AutoencoderModule, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """The anomaly score of each row: its mean squared reconstruction error (on the scaled values)."""
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            rows = x[start : start + batch_size]
+            parts.append(per_sample_error(rows, module(torch.as_tensor(rows, dtype=torch.float32)).numpy()))
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def holdout_metrics(scores: np.ndarray, is_anomaly: np.ndarray, threshold: float) -> dict[str, Any]:
+    """AUROC (normal vs the rest) and the decisions at the threshold, anomaly = positive."""
+    flagged = scores > threshold
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        is_anomaly, flagged, average="binary", pos_label=True, zero_division=0
+    )
+    both = is_anomaly.any() and not is_anomaly.all()
+    normal = ~is_anomaly
+    return {
+        "auroc": float(roc_auc_score(is_anomaly, scores)) if both else None,
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "false_positive_rate": float(flagged[normal].mean()) if normal.any() else None,
+        "threshold": threshold,
+        "n_test_normal": int(normal.sum()),
+        "n_test_anomaly": int(is_anomaly.sum()),
+    }
+
+
+def train_oneclass(params: Params, data: PreparedData, root: Path = ONECLASS_MODEL_CHECKPOINTS) -> OneClassModel:
+    cfg = params.oneclass
+    check_variants_fit_data([cfg.variant], data.image_shape, key="oneclass.variant")
+    codes, normal = normal_codes(params, data)
+    subset = normal_subset(data, codes)
+    module = fit_normal(params, subset, root)
+    threshold = float(np.quantile(row_scores(module, subset.val.x), 1.0 - cfg.false_positive_rate))
+    metrics = holdout_metrics(row_scores(module, data.test.x), ~np.isin(data.test.y, codes), threshold)
+    metrics.update(normal=normal, variant=cfg.variant, n_train_normal=len(subset.train.x))
+    return OneClassModel(module, normal, threshold, metrics)
+
+
+def save_oneclass(params: Params, model: OneClassModel, data: PreparedData, folder: Path) -> None:
+    """The bundle (weights, preprocessing, normal labels, threshold) and its metrics.json."""
+    oneclass = {
+        "normal": model.normal,
+        "threshold": model.threshold,
+        "score": SCORE,
+        "target_fpr": params.oneclass.false_positive_rate,
+    }
+    write_bundle(folder, model.module, data.meta, oneclass=oneclass)
+    (folder / "metrics.json").write_text(json.dumps(model.metrics, indent=2, sort_keys=True) + "\n")
