@@ -242,7 +242,7 @@ def run_lightning(
 ) -> PathResult:
     """`timer`: a `StepTimer` subclass that does more at the same points (the profile of `--profile`)."""
     from aelab.training.run import build_datamodule
-    from aelab.training.trainer import build_trainer
+    from aelab.training.trainer import build_trainer, fit
 
     dm = build_datamodule(params, variant, data)
     timer = timer or StepTimer(options.warmup, options.steps, torch.device("cpu"))
@@ -263,7 +263,7 @@ def run_lightning(
     timer.device = trainer.strategy.root_device
     fit_module = torch.compile(module) if params.train.compile else module
     with peak_memory(trainer.strategy.root_device) as memory:
-        trainer.fit(fit_module, dm)
+        fit(trainer, fit_module, dm)  # the one fit path of training
     samples = options.steps * params.train.batch_size
     return PathResult("lightning", timer.stop - timer.start, samples, memory["peak"], timer.loss, options.steps)
 

@@ -63,7 +63,7 @@ def run_lightning_epoch(
     params: Params, variant: str, data: PreparedData, module: AutoencoderModule, device: torch.device
 ) -> PathResult:
     from aelab.training.run import build_datamodule
-    from aelab.training.trainer import build_trainer
+    from aelab.training.trainer import build_trainer, fit
 
     dm = build_datamodule(params, variant, data)
     timer = _EpochTimer(device)
@@ -81,7 +81,7 @@ def run_lightning_epoch(
         )
         fit_module = torch.compile(module) if params.train.compile else module
         with peak_memory(trainer.strategy.root_device) as memory:
-            trainer.fit(fit_module, dm)
+            fit(trainer, fit_module, dm)  # the one fit path of training
     val_loss = trainer.callback_metrics.get("val/loss")
     steps = int(trainer.num_training_batches)
     return PathResult(

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from aelab.bench import BenchOptions, BenchResult, bench_data, run_bench, spread
 from aelab.bench_measure import SGEMM_SIZE
-from aelab.config import Params, apply_overrides, validate_params
+from aelab.config import Params, apply_overrides
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Layout:
             overrides.append(f"train.batch_size={self.batch_size}")
         if not overrides:
             return params
-        return validate_params(apply_overrides(params.model_dump(mode="json"), overrides), source="bench --suite")
+        return params.derive(apply_overrides({}, overrides), "bench --suite")
 
 
 SUITE = (
