@@ -6,7 +6,6 @@ Each loader returns raw arrays; splitting and scaling are the `prepare` stage's 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 import struct
@@ -21,6 +20,7 @@ from aelab.config import DataConfig
 from aelab.data.labels import encode_labels
 from aelab.data.prepared import UNREADABLE_NPZ
 from aelab.errors import DataError
+from aelab.fileio import file_digest
 from aelab.paths import RAW_DIR
 
 
@@ -76,11 +76,7 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 
 def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def read_idx(path: Path) -> np.ndarray:

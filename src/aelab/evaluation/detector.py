@@ -25,9 +25,9 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from aelab.config import Params, check_variants_fit_data
 from aelab.data.labels import label_codes, label_names_of
-from aelab.data.prepared import PreparedData, Split
+from aelab.data.prepared import PreparedData
 from aelab.errors import ConfigError, DataError
-from aelab.evaluation.oneclass import per_sample_error, quiet_lightning
+from aelab.evaluation.oneclass import normal_params, normal_subset, per_sample_error, quiet_lightning
 from aelab.models import load_model, save_model
 from aelab.models.base import AutoencoderModule
 from aelab.paths import MODEL_FILE, ONECLASS_MODEL_CHECKPOINTS
@@ -59,24 +59,9 @@ def normal_codes(params: Params, data: PreparedData) -> tuple[list[int], list[An
     return codes, [names[c] for c in codes]
 
 
-def normal_subset(data: PreparedData, codes: list[int]) -> PreparedData:
-    """The normal training and validation rows (the test split is never trained on)."""
-    train = data.train.x[np.isin(data.train.y, codes)]
-    val = data.val.x[np.isin(data.val.y, codes)]
-    if len(train) < 2 or len(val) < 1:
-        raise DataError(
-            f"oneclass.normal: {len(train)} training and {len(val)} validation rows carry a normal label; "
-            "at least 2 and 1 are needed"
-        )
-    meta = {**data.meta, "oneclass_normal": codes}
-    return PreparedData(Split(train, None), Split(val, None), Split(val, None), meta=meta)
-
-
 def model_params(params: Params) -> Params:
-    """The params the model trains with: the variant's, with the one-class epochs and widths."""
-    cfg = params.oneclass
-    variant = {"max_epochs": None, **({"hidden_dims": list(cfg.hidden_dims)} if cfg.hidden_dims else {})}
-    return params.derive({"train": {"max_epochs": cfg.max_epochs}, "variants": {cfg.variant: variant}}, "oneclass")
+    """The params the kept model trains with."""
+    return normal_params(params, params.oneclass, "oneclass")
 
 
 def checkpoint_folder(params: Params, subset: PreparedData, root: Path = ONECLASS_MODEL_CHECKPOINTS) -> Path:
@@ -131,7 +116,7 @@ def train_oneclass(params: Params, data: PreparedData, root: Path = ONECLASS_MOD
     cfg = params.oneclass
     check_variants_fit_data([cfg.variant], data.image_shape, key="oneclass.variant")
     codes, normal = normal_codes(params, data)
-    subset = normal_subset(data, codes)
+    subset = normal_subset(data, codes, "oneclass.normal")
     module = fit_normal(params, subset, root)
     threshold = float(np.quantile(row_scores(module, subset.val.x), 1.0 - cfg.false_positive_rate))
     metrics = holdout_metrics(row_scores(module, data.test.x), ~np.isin(data.test.y, codes), threshold)

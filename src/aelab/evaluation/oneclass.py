@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score, roc_curve
 
-from aelab.config import Params
+from aelab.config import OneClassConfig, OneClassModelConfig, Params
 from aelab.data.prepared import PreparedData, Split
 from aelab.errors import DataError
 from aelab.models import save_model
@@ -89,32 +89,41 @@ def threshold_metrics(
     }
 
 
-def class_subset(data: PreparedData, normal: int) -> PreparedData:
-    """Train and validation samples of the normal class only (the test split is never trained on)."""
-    train = data.train.x[data.train.y == normal]
-    val = data.val.x[data.val.y == normal]
+def normal_subset(data: PreparedData, codes: list[int], key: str) -> PreparedData:
+    """The training and validation rows whose label is one of `codes` (the test split is never trained on);
+    `key` names the setting that chose them in the error for too few rows."""
+    train = data.train.x[np.isin(data.train.y, codes)]
+    val = data.val.x[np.isin(data.val.y, codes)]
     if len(train) < 2 or len(val) < 1:
         raise DataError(
-            f"evaluate.oneclass.classes: class {normal} has {len(train)} training and {len(val)} validation "
-            "samples; it needs at least 2 and 1"
+            f"{key}: the normal label(s) have {len(train)} training and {len(val)} validation rows; "
+            "at least 2 and 1 are needed"
         )
-    meta = {**data.meta, "oneclass_normal": normal}
+    meta = {**data.meta, "oneclass_normal": list(codes)}
     return PreparedData(Split(train, None), Split(val, None), Split(val, None), meta=meta)
 
 
-def class_params(params: Params) -> Params:
-    """The params a per-class model trains with: the variant's, with the one-class epochs and widths."""
-    cfg = params.evaluate.oneclass
+def class_subset(data: PreparedData, normal: int) -> PreparedData:
+    """Train and validation samples of the normal class only, for the per-class study."""
+    return normal_subset(data, [normal], f"evaluate.oneclass.classes (class {normal})")
+
+
+def normal_params(params: Params, cfg: OneClassConfig | OneClassModelConfig, source: str) -> Params:
+    """The params a one-class model trains with: its variant's, with the one-class epochs and widths of `cfg`."""
     variant = {"max_epochs": None, **({"hidden_dims": list(cfg.hidden_dims)} if cfg.hidden_dims else {})}
-    changes = {"train": {"max_epochs": cfg.max_epochs}, "variants": {cfg.variant: variant}}
-    return params.derive(changes, "evaluate.oneclass")
+    return params.derive({"train": {"max_epochs": cfg.max_epochs}, "variants": {cfg.variant: variant}}, source)
+
+
+def class_params(params: Params) -> Params:
+    """The params a per-class model of the study trains with."""
+    return normal_params(params, params.evaluate.oneclass, "evaluate.oneclass")
 
 
 def cache_folder(params: Params, subset: PreparedData, root: Path = ONECLASS_CHECKPOINTS) -> Path:
     """The per-class model's checkpoint folder: `<root>/<run digest of its params and the data>/class_<c>/`."""
     meta = {k: v for k, v in subset.meta.items() if k != "oneclass_normal"}
     folder = checkpoint_dir(class_params(params), params.evaluate.oneclass.variant, replace(subset, meta=meta), root)
-    return folder / f"class_{subset.meta['oneclass_normal']}"
+    return folder / f"class_{'-'.join(map(str, subset.meta['oneclass_normal']))}"
 
 
 @contextmanager

@@ -7,20 +7,12 @@ output's hash unchanged, so `evaluate` re-runs nothing downstream. Instead the t
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
+from aelab.fileio import file_digest
+
 MODEL_DIGEST_TAG = "aelab.model_sha256"
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes (`save_model` writes the same bytes for the same weights)."""
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def find_training_run(client: Any, experiment: str, model_file: Path) -> Any | None:
