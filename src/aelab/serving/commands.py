@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from queue import Full, Queue
 
 import numpy as np
 import pandas as pd
@@ -13,6 +15,7 @@ import pandas as pd
 from aelab.errors import DataError
 from aelab.serving.io import (
     CHUNK_ROWS,
+    Chunk,
     InputFile,
     OutputWriter,
     check_output,
@@ -58,6 +61,44 @@ def output_frame(model: AutoencoderModel, output: str, values: np.ndarray, label
     return frame
 
 
+def read_ahead(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[tuple[Chunk, np.ndarray]]:
+    """The chunks with their invalid rows, read and checked on a second thread while the model runs on this one.
+
+    Reading (a copy out of a memory-mapped `.npy`, CSV parsing) and the model's matrix products both release the
+    GIL, so the next chunk's input work overlaps this chunk's compute. An error while reading is raised here, in
+    order, after the chunks before it.
+    """
+    done = object()
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                item = (chunk, invalid_rows(chunk.x))
+                while not stop.is_set():
+                    try:
+                        queue.put(item, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(done)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
+            queue.put(err)
+
+    thread = threading.Thread(target=produce, name="aelab-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
 def apply_to_file(
     command: str,
     model_path: Path,
@@ -77,9 +118,8 @@ def apply_to_file(
     anomalies = 0
     try:
         with progress_bar(source, f"{command} {source.path.name}") as advance:
-            for chunk in source.chunks:
+            for chunk, bad in read_ahead(source.chunks):
                 x, labels = chunk.x, chunk.labels
-                bad = invalid_rows(x)
                 if bad.size and not skip_invalid:
                     row = int(bad[0])
                     raise DataError(
