@@ -31,6 +31,9 @@ def log_artifacts(run_id: str, params: Params, module: AutoencoderModule, dm: Au
     )
     fig.savefig(out / "samples.png", dpi=80)
     mlflow.set_tracking_uri(tracking_uri(params.tracking))
+    # The run's own experiment: an earlier step in this process (a search, another stage) may have made another
+    # experiment the active one, and MLflow refuses to reopen a run outside the active experiment.
+    mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(run_id).info.experiment_id)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_figure(fig, "samples.png")
         if params.tracking.log_model:
