@@ -56,7 +56,8 @@ TINY_PARAMS = {
 
 
 def copy_repo(target: Path) -> Path:
-    """The git-tracked files of this checkout in `target`, as a fresh git repository without `dvc.lock`."""
+    """The git-tracked files of this checkout in `target`, committed to a fresh git repository, without `dvc.lock`
+    (as a user's clone: one commit, so DVCLive and the MLflow commit tag see a revision)."""
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     for name in files:
         if (REPO / name).is_file():
@@ -64,6 +65,9 @@ def copy_repo(target: Path) -> Path:
             shutil.copy2(REPO / name, target / name)
     (target / "dvc.lock").unlink(missing_ok=True)
     subprocess.run(["git", "init", "-q"], cwd=target, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=target, check=True)
+    identity = ["-c", "user.name=aelab tests", "-c", "user.email=tests@localhost", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", *identity, "commit", "-q", "-m", "copy"], cwd=target, check=True)
     return target
 
 

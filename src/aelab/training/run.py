@@ -201,7 +201,9 @@ def _train_run(
         logger.log_hyperparams(run_params(params, variant, trainer.world_size))
         describe_experiment(logger.experiment, logger.experiment_id)
         log_dataset(logger.experiment, logger.run_id, data, f"{params.data.source}-train")
-        trainer.loggers = [*trainer.loggers, curves_logger(ckpt_dir, fresh)]
+        curves = curves_logger(ckpt_dir, fresh)
+        if curves is not None:
+            trainer.loggers = [*trainer.loggers, curves]
         if not fresh:
             Console(stderr=True).print(f"{name}: resuming from {ckpt_dir} (MLflow run {logger.run_id})")
 
@@ -260,12 +262,26 @@ run is interrupted and resumed), copied into the model folder at the end."""
 
 
 def curves_logger(ckpt_dir: Path, fresh: bool) -> Any:
-    """DVCLive's Lightning logger beside MLflow's, for the fine-tuning fit (pre-training phases log to MLflow)."""
-    from dvclive.lightning import DVCLiveLogger
+    """DVCLive's Lightning logger beside MLflow's, for the fine-tuning fit (pre-training phases log to MLflow).
 
-    return DVCLiveLogger(
+    None, with a one-line warning, in a git repository without a commit: DVCLive asks git for the current commit
+    when it starts and fails there (the curves are still in MLflow).
+    """
+    from dvclive.lightning import DVCLiveLogger
+    from scmrepo.exceptions import SCMError
+
+    logger = DVCLiveLogger(
         run_name=None, dir=str(ckpt_dir / CURVES), resume=not fresh, save_dvc_exp=False, dvcyaml=None, report=None
     )
+    try:
+        logger.experiment  # noqa: B018 - DVCLive starts lazily; start it here, where a failure can be handled
+        return logger
+    except SCMError as err:
+        Console(stderr=True).print(
+            f"[yellow]training curves for dvc plots not written ({err}): commit once (`git commit`) to get them; "
+            "MLflow has the curves[/yellow]"
+        )
+        return None
 
 
 def copy_curves(ckpt_dir: Path, folder: Path) -> None:
