@@ -109,3 +109,14 @@ def test_a_second_training_of_the_same_run_stops_naming_the_first(prepared_digit
     finally:
         done.set()
         first.join(30)
+
+
+def test_unreadable_run_state_is_moved_aside_and_training_goes_on(tmp_path):
+    """A torn `run.json` in a checkpoint folder (a crash while writing it) is moved aside, not a traceback."""
+    from aelab.training.run import _read_json
+
+    state = tmp_path / "run.json"
+    state.write_text('{"run_id": "ab')
+    assert _read_json(state) == {}
+    assert not state.exists() and (tmp_path / "run.json.corrupt").exists()
+    assert _read_json(state) == {}  # absent: a fresh run

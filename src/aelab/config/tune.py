@@ -159,7 +159,7 @@ class TuneConfig(Section):
     @field_validator("storage")
     @classmethod
     def _journal_inside_project(cls, value: str | None) -> str | None:
-        """A journal path is relative to the project root and may not leave it (`../x.journal`, `/tmp/x.journal`)."""
+        """A journal path is relative to the project root and may not leave it (`../x.journal` or an absolute path)."""
         if value is None or "://" in value or not value.endswith(".journal"):
             return value
         normal = os.path.normpath(value)

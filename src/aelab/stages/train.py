@@ -25,7 +25,8 @@ def main(params: Params, variant: str) -> None:
         return
     m = result.metrics
     summary = f"test/mse {m['test/mse']:.5g}, best epoch {m['best_epoch']:.0f} of {m['epochs']:.0f}"
+    written = "metrics.json, dvclive/" if (MODELS_DIR / name / "dvclive").exists() else "metrics.json"
     Console(stderr=True).print(
-        f"trained {name}: {summary} -> {MODELS_DIR / name}/ (metrics.json, dvclive/), MLflow run {result.run_id}",
+        f"trained {name}: {summary} -> {MODELS_DIR / name}/ ({written}), MLflow run {result.run_id}",
         soft_wrap=True,
     )

@@ -30,7 +30,7 @@ from aelab.config import Params
 from aelab.data.corruptions import build_corruption
 from aelab.data.datamodule import AutoencoderDataModule
 from aelab.data.prepared import PreparedData
-from aelab.fileio import FolderLock
+from aelab.fileio import FolderLock, quarantine
 from aelab.models import VARIANT_CLASSES, build_module, module_options
 from aelab.models.base import AutoencoderModule
 from aelab.paths import CHECKPOINTS_DIR, COMPLETE_MARKER, MODEL_FILE, MODELS_DIR, TUNED
@@ -134,7 +134,15 @@ def fit_module(
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
+    """The run state of an interrupted training; an unreadable one is moved aside (the run continues in a new
+    MLflow run) rather than stopping the training with a traceback."""
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        quarantine(path, f"not JSON: {err}")
+        return {}
 
 
 def _checkpoint_epoch(path: Path | str) -> int:
