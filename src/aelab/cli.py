@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("prepare", parents=[common], help="load, split and scale the dataset into data/prepared")
+    sub.add_parser(
+        "settings", parents=[common], help="write what each variant trains with to data/settings/<variant>.json"
+    )
     train = sub.add_parser("train", parents=[common], help="train one autoencoder variant")
     train.add_argument("--variant", required=True, choices=[*VARIANTS, TUNED])
     reduce = sub.add_parser("reduce", parents=[common], help="encode the dataset with a trained variant or PCA")
@@ -247,6 +250,10 @@ def run(argv: list[str] | None = None) -> None:
         from aelab.stages import prepare
 
         prepare.main(params)
+    elif args.command == "settings":
+        from aelab.stages import settings
+
+        settings.main(params)
     elif args.command == "train":
         from aelab.stages import train
 

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 PREPARED_DIR = Path("data/prepared")
+SETTINGS_DIR = Path("data/settings")
+"""Per variant, the params its training reads (`aelab settings`): what each `train` stage depends on."""
 MODELS_DIR = Path("data/models")
 ONECLASS_MODEL_DIR = MODELS_DIR / "oneclass"
 """The kept one-class model of `aelab oneclass` (a bundle with its threshold, and metrics.json)."""

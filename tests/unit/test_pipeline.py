@@ -11,6 +11,7 @@ import yaml
 
 from aelab.cli import _parser
 from aelab.config import load_params
+from aelab.training.digest import training_settings
 from aelab.paths import (
     BEST_PARAMS_FILE,
     CODES_DIR,
@@ -19,11 +20,12 @@ from aelab.paths import (
     MODELS_DIR,
     ONECLASS_MODEL_DIR,
     PREPARED_DIR,
+    SETTINGS_DIR,
     TUNED,
 )
 from tests.conftest import REPO
 
-TRAINING_STAGES = ("train@", "train_tuned", "tune", "evaluate", "oneclass")
+TRAINING_STAGES = ("settings", "train_tuned", "tune", "evaluate", "oneclass")  # train@<variant>: via settings
 # the variants `dvc repro` trains: `pipeline.variants` of the shipped params.yaml
 VARIANTS = load_params(REPO / "params.yaml").pipeline.variants
 # what every stage that trains a network reads: a change to any of these must re-run all of them
@@ -66,7 +68,7 @@ def stages(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_stages_cover_every_variant(stages) -> None:
-    expected = {"prepare", "reduce_pca", "tune", "train_tuned", "reduce_tuned", "evaluate", "oneclass"}
+    expected = {"prepare", "settings", "reduce_pca", "tune", "train_tuned", "reduce_tuned", "evaluate", "oneclass"}
     expected |= {f"{kind}@{variant}" for kind in ("train", "reduce") for variant in VARIANTS}
     assert set(stages) == expected
 
@@ -84,6 +86,7 @@ def test_every_command_is_one_the_cli_accepts(stages) -> None:
 
 def test_outputs_are_where_the_code_writes_them(stages) -> None:
     assert stages["prepare"]["outs"] == {PREPARED_DIR}
+    assert stages["settings"]["outs"] == {SETTINGS_DIR}
     for variant in (*VARIANTS, TUNED):
         train = stages[f"train@{variant}" if variant != TUNED else "train_tuned"]
         reduce = stages[f"reduce@{variant}" if variant != TUNED else "reduce_tuned"]
@@ -119,7 +122,25 @@ def test_training_stages_read_the_same_training_params(stages) -> None:
         if name.startswith(TRAINING_STAGES):
             assert stage["params"] >= TRAINING_PARAMS, f"{name} misses {sorted(TRAINING_PARAMS - stage['params'])}"
     for variant in VARIANTS:
-        assert f"variants.{variant}" in stages[f"train@{variant}"]["params"]
-        assert stages[f"train@{variant}"]["deps"] >= {PREPARED_DIR}
+        assert stages[f"train@{variant}"]["deps"] >= {PREPARED_DIR, SETTINGS_DIR / f"{variant}.json"}
+        assert not stages[f"train@{variant}"]["params"]  # only what its settings file holds
         assert stages[f"reduce@{variant}"]["deps"] >= {PREPARED_DIR, MODELS_DIR / variant}
     assert "variants" in stages["evaluate"]["params"]  # the one-class models are trained like the variants
+
+
+def test_the_settings_stage_tracks_every_value_a_settings_file_holds(stages) -> None:
+    tracked = stages["settings"]["params"]
+    assert {"seed", "variants", "train.max_epochs", "pipeline.variants"} <= tracked
+    for variant in VARIANTS:
+        settings = training_settings(load_params(REPO / "params.yaml"), variant)
+        assert set(settings) == {"seed", "model", "variant", "train"}
+        assert {f"model.{key}" for key in settings["model"]} <= tracked, variant
+        assert {f"train.{key}" for key in settings["train"] if key != "epochs"} <= tracked, variant
+
+
+def test_a_variant_with_its_own_epochs_keeps_its_settings_when_train_max_epochs_changes() -> None:
+    base = load_params(REPO / "params.yaml", ["variants.stacked.max_epochs=20"])
+    changed = load_params(REPO / "params.yaml", ["variants.stacked.max_epochs=20", "train.max_epochs=3"])
+    assert training_settings(base, "stacked") == training_settings(changed, "stacked")
+    assert training_settings(changed, "undercomplete")["train"]["epochs"] == 3
+    assert training_settings(base, "undercomplete") != training_settings(changed, "undercomplete")

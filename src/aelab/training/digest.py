@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aelab.config import Params
 
 PLACEMENT_KEYS = frozenset(
     {
@@ -32,3 +35,21 @@ def without_placement(settings: dict[str, Any]) -> dict[str, Any]:
 def digest(key: Any, length: int = 12) -> str:
     """A short stable hash of a JSON-able key (sorted keys, so dict order never matters)."""
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:length]
+
+
+def epochs(params: Params, variant: str) -> int:
+    """The variant's (end-to-end) epochs: its own `max_epochs`, else `train.max_epochs`."""
+    return params.variant(variant).max_epochs or params.train.max_epochs
+
+
+def training_settings(params: Params, variant: str) -> dict[str, Any]:
+    """Every param that training `variant` reads, resolved: its own section, the shared model and train settings
+    (the epochs it trains for, not `train.max_epochs` when it has its own) and the seed. The `settings` stage writes
+    it per variant so that each `train` stage depends on exactly these values (the data comes in as a file)."""
+    train = without_placement(params.train.model_dump(mode="json", exclude={"max_epochs"}))
+    return {
+        "seed": params.seed,
+        "model": params.model.model_dump(mode="json"),
+        "variant": params.variant(variant).model_dump(mode="json"),
+        "train": {**train, "epochs": epochs(params, variant)},
+    }

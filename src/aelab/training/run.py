@@ -37,7 +37,7 @@ from aelab.paths import CHECKPOINTS_DIR, COMPLETE_MARKER, MODEL_FILE, MODELS_DIR
 from aelab.serving.bundle import write_bundle
 from aelab.tracking import mlflow_logger, run_tags
 from aelab.training.checkpoints import resume_point
-from aelab.training.digest import digest, without_placement
+from aelab.training.digest import digest, epochs, without_placement
 from aelab.training.mlrun import describe_experiment, log_dataset, run_params, tag_model
 from aelab.training.pretrain import pretrain_layers
 from aelab.training.trainer import FreshStart, build_trainer, fit
@@ -69,11 +69,6 @@ def build_datamodule(params: Params, variant: str, data: PreparedData) -> Autoen
         seed=params.seed,
         on_training_device=params.train.data_on_device,
     )
-
-
-def epochs(params: Params, variant: str) -> int:
-    """The variant's (end-to-end) epochs: its own `max_epochs`, else `train.max_epochs`."""
-    return params.variant(variant).max_epochs or params.train.max_epochs
 
 
 def checkpoint_dir(params: Params, variant: str, data: PreparedData, root: Path) -> Path:
