@@ -218,8 +218,14 @@ def reconstruction_loss(kind: str, logits: Tensor, target: Tensor, recon: Tensor
 
 
 def build_optimizer(hparams: Any, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """The configured optimiser (`train.optimizer`, `lr`, `weight_decay`) over `parameters`."""
+    """The configured optimiser (`train.optimizer`, `lr`, `weight_decay`) over `parameters`.
+
+    The fused implementation (one kernel over all parameters) where every parameter is on a CPU or CUDA device:
+    the per-tensor update costs more than the matmuls of a deep MLP's step on a CPU (18 ms against 3 ms per
+    Adam step for 784-1000-500-250-30, one thread)."""
+    parameters = list(parameters)
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in parameters) or None
     if hparams.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=hparams.lr, momentum=0.9, weight_decay=hparams.weight_decay)
+        return torch.optim.SGD(parameters, lr=hparams.lr, momentum=0.9, weight_decay=hparams.weight_decay, fused=fused)
     cls = torch.optim.AdamW if hparams.optimizer == "adamw" else torch.optim.Adam
-    return cls(parameters, lr=hparams.lr, weight_decay=hparams.weight_decay)
+    return cls(parameters, lr=hparams.lr, weight_decay=hparams.weight_decay, fused=fused)
