@@ -111,6 +111,7 @@ def test_training_run_tags_params_dataset_and_curves(trained):
     assert not keys & {"lr", "hidden_dims", "loss", "seed_", "variant"}  # no unprefixed Lightning duplicates
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["digits-train"]
     assert "mlflow.note.content" in client.get_experiment(run.info.experiment_id).tags
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     models = client.search_logged_models([run.info.experiment_id])
     assert [m.name for m in models if m.source_run_id == run.info.run_id] == ["undercomplete"]
     folder = Path("data/models/undercomplete")

@@ -32,11 +32,17 @@ def run_params(params: Params, variant: str, world_size: int) -> dict[str, Any]:
     return {**flatten(own), "world_size": world_size}
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+
+
 def describe_experiment(client: Any, experiment_id: str, note: str = EXPERIMENT_NOTE) -> None:
-    """The experiment's description in the MLflow UI (`mlflow.note.content`), set once."""
+    """The experiment's description in the MLflow UI (`mlflow.note.content`), set once, and its kind: model
+    training, so that the UI opens on the runs table rather than on the GenAI overview (traces, prompts)."""
     experiment = client.get_experiment(experiment_id)
     if "mlflow.note.content" not in experiment.tags:
         client.set_experiment_tag(experiment_id, "mlflow.note.content", note)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
 
 
 def log_dataset(client: Any, run_id: str, data: PreparedData, name: str) -> None:
