@@ -270,10 +270,11 @@ def curves_logger(ckpt_dir: Path, fresh: bool) -> Any:
     None, with a one-line warning, in a git repository without a commit: DVCLive asks git for the current commit
     when it starts and fails there (the curves are still in MLflow).
     """
-    from dvclive.lightning import DVCLiveLogger
     from scmrepo.exceptions import SCMError
 
-    logger = DVCLiveLogger(
+    from aelab.training.curves import CurvesLogger
+
+    logger = CurvesLogger(
         run_name=None, dir=str(ckpt_dir / CURVES), resume=not fresh, save_dvc_exp=False, dvcyaml=None, report=None
     )
     try:
