@@ -1,92 +1,35 @@
-"""Autoencoder variants, built from validated params, and the portable model file they are saved to."""
+"""Autoencoder variants: their networks (`networks`, `components`), the LightningModules that train them, and the
+portable model file they are saved to.
+
+Names are imported on first use: `aelab.models.networks` (loading a trained model for inference) must not pay for
+Lightning, which the LightningModules in `variants` import.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    from aelab.models.networks import load_networks, save_model
+    from aelab.models.variants import VARIANT_CLASSES, build_module, load_model, module_options
 
-from aelab.config import ConvConfig, DenseConfig, Params, SparseConfig
-from aelab.errors import CheckpointError
-from aelab.models.base import AutoencoderModule
-from aelab.models.conv import ConvAutoencoder
-from aelab.models.denoising import DenoisingAutoencoder
-from aelab.models.schedule import schedule_options
-from aelab.models.sparse import SparseAutoencoder
-from aelab.models.stacked import StackedAutoencoder
-from aelab.models.stacked_conv import StackedConvAutoencoder
-from aelab.models.undercomplete import UndercompleteAutoencoder
+__all__ = ["VARIANT_CLASSES", "build_module", "load_model", "load_networks", "module_options", "save_model"]
 
-VARIANT_CLASSES: dict[str, type[AutoencoderModule]] = {
-    "undercomplete": UndercompleteAutoencoder,
-    "sparse": SparseAutoencoder,
-    "denoising": DenoisingAutoencoder,
-    "stacked": StackedAutoencoder,
-    "conv": ConvAutoencoder,
-    "stacked_conv": StackedConvAutoencoder,
+_HOMES = {
+    "VARIANT_CLASSES": "aelab.models.variants",
+    "build_module": "aelab.models.variants",
+    "load_model": "aelab.models.variants",
+    "module_options": "aelab.models.variants",
+    "load_networks": "aelab.models.networks",
+    "save_model": "aelab.models.networks",
 }
 
 
-def module_options(
-    params: Params, variant: str, input_dim: int, image_shape: Sequence[int] | None = None
-) -> dict[str, Any]:
-    """Constructor arguments for a variant (plain JSON-like values): shared model and training settings plus its own.
-
-    `image_shape` ([channels, height, width] of the prepared data) is what convolutional variants reshape to.
-    """
-    cfg = params.variant(variant)
-    options: dict[str, Any] = {
-        "input_dim": input_dim,
-        "hidden_dims": list(cfg.hidden_dims) if isinstance(cfg, DenseConfig) else [cfg.code_dim],
-        "activation": params.model.activation,
-        "dropout": params.model.dropout,
-        "loss": params.model.loss,
-        "lr": params.train.lr,
-        "weight_decay": params.train.weight_decay,
-        "optimizer": params.train.optimizer,
-        "seed": params.seed,
-        "check_finite_every_n_steps": params.train.check_finite_every_n_steps,
-        **schedule_options(params.train),
-    }
-    if isinstance(cfg, SparseConfig):
-        options.update(rho=cfg.rho, beta=cfg.beta)
-    if cfg.layered:  # an optional sigmoid code with the KL penalty
-        sparsity = cfg.sparsity
-        options.update(rho=sparsity.rho if sparsity else None, beta=sparsity.beta if sparsity else 0.0)
-    if isinstance(cfg, ConvConfig):
-        activation = params.model.activation
-        options.update(
-            image_shape=[int(d) for d in image_shape] if image_shape else None,
-            blocks=[{**b.model_dump(), "activation": b.activation or activation} for b in cfg.blocks],
-            decoder=cfg.decoder,
-        )
-    return options
-
-
-def build_module(
-    params: Params, variant: str, input_dim: int, image_shape: Sequence[int] | None = None
-) -> AutoencoderModule:
-    return VARIANT_CLASSES[variant](**module_options(params, variant, input_dim, image_shape))
-
-
-def save_model(module: AutoencoderModule, path: Path) -> None:
-    """Weights and constructor arguments only: loads with `torch.load(weights_only=True)`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(module.hparams).items()}
-    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    torch.save({"variant": module.variant, "hparams": hparams, "state_dict": state}, path)
-
-
-def load_model(path: Path) -> AutoencoderModule:
-    """Rebuild a saved variant; any unreadable or foreign file is a `CheckpointError` naming it."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        module = VARIANT_CLASSES[payload["variant"]](**payload["hparams"])
-        module.load_state_dict(payload["state_dict"])
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: model file not found; run `aelab train` first") from None
-    except Exception as err:  # noqa: BLE001 - anything torch or pickle raises means the same to the user
-        raise CheckpointError(f"{path}: not a readable aelab model file ({type(err).__name__}: {err})") from None
-    return module.eval()
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'aelab.models' has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value
+    return value

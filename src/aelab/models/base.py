@@ -18,15 +18,16 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MeanSquaredError
 
 from aelab.errors import TrainingError
-from aelab.models.components import Reconstructor, mlp_stack
+from aelab.models.components import DecoderStack, EncoderStack, Reconstructor
+from aelab.models.networks import build_networks
 from aelab.models.schedule import build_schedule
 
 
 class AutoencoderModule(L.LightningModule):
-    """An MLP autoencoder trained on (corrupted, clean) batches.
+    """An autoencoder trained on (corrupted, clean) batches; its networks come from `networks.build_networks`.
 
-    Hooks for variants: `code_activation` (what bounds the code), `penalties` (extra loss terms on the code)
-    and `model_input` (which of corrupted/clean the encoder sees).
+    Hooks for variants: `penalties` (extra loss terms on the code) and `model_input` (which of corrupted/clean
+    the encoder sees).
     """
 
     variant = "autoencoder"
@@ -64,16 +65,13 @@ class AutoencoderModule(L.LightningModule):
         self.check_finite_every_n_steps = check_finite_every_n_steps
 
     # ---- hooks for variants -------------------------------------------------------------------------
-    def build_networks(self) -> tuple[nn.Module, nn.Module]:
-        """Plain encoder (flat input -> code) and decoder (code -> flat logits); deep variants bring their own."""
-        hp = self.hparams
-        return mlp_stack(self.input_dim, self.hidden_dims, hp.activation, hp.dropout, self.code_activation())
+    def build_networks(self) -> tuple[EncoderStack, DecoderStack]:
+        """Encoder (flat input -> code) and decoder (code -> flat logits), decided per variant in one place that
+        needs no Lightning, so inference rebuilds exactly these networks without it."""
+        return build_networks(self.variant, self.hparams)
 
     def check_dims(self) -> None:
         """Reject impossible shapes early (the undercomplete variant requires a bottleneck)."""
-
-    def code_activation(self) -> nn.Module | None:
-        return None
 
     def penalties(self, code: Tensor) -> dict[str, Tensor]:
         """Named extra loss terms computed from the batch's codes."""

@@ -6,7 +6,7 @@ with one it makes the variant denoising. With `rho` set, the code is a sigmoid w
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from aelab.errors import ConfigError
 from aelab.models.base import AutoencoderModule
@@ -39,9 +39,6 @@ class LayeredAutoencoder(AutoencoderModule):
                 f"variants.{self.variant}.{self.code_key}: code size {self.code_dim} must be smaller than the input "
                 f"size {self.input_dim}; for an overcomplete code add variants.{self.variant}.sparsity"
             )
-
-    def code_activation(self) -> nn.Module | None:
-        return nn.Sigmoid() if self.sparse else None
 
     def penalties(self, code: Tensor) -> dict[str, Tensor]:
         if not self.sparse:

@@ -1,12 +1,13 @@
 """Sparse autoencoder: sigmoid code units pushed towards a mean activation `rho` by a KL penalty (weight `beta`).
 
-The penalty lets the code be larger than the input (overcomplete) and still be useful.
+The penalty lets the code be larger than the input (overcomplete) and still be useful. The sigmoid code is built in
+`networks`.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from aelab.models.base import AutoencoderModule
 
@@ -21,9 +22,6 @@ def kl_sparsity(rho: float, rho_hat: Tensor) -> Tensor:
 
 class SparseAutoencoder(AutoencoderModule):
     variant = "sparse"
-
-    def code_activation(self) -> nn.Module:
-        return nn.Sigmoid()
 
     def penalties(self, code: Tensor) -> dict[str, Tensor]:
         rho_hat = code.mean(dim=0)

@@ -7,17 +7,11 @@ classic stacked sparse autoencoder: the penalty needs mean activations in (0, 1)
 
 from __future__ import annotations
 
-from aelab.models.components import DecoderStack, EncoderStack, mlp_stack
 from aelab.models.layered import LayeredAutoencoder
 
 
 class StackedAutoencoder(LayeredAutoencoder):
     variant = "stacked"
-
-    def build_networks(self) -> tuple[EncoderStack, DecoderStack]:
-        hp = self.hparams
-        activation = "sigmoid" if self.sparse else hp.activation
-        return mlp_stack(self.input_dim, self.hidden_dims, activation, hp.dropout, self.code_activation())
 
     def layer_is_sparse(self, index: int) -> bool:
         return self.sparse
