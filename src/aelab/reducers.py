@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aelab.errors import CheckpointError
-from aelab.models import load_model
+from aelab.models.networks import load_networks
 from aelab.serving.bundle import Preprocessing
 from aelab.serving.model import AutoencoderModel
 
@@ -30,6 +30,6 @@ class AutoencoderReducer(AutoencoderModel):
         if not hasattr(self, "module_"):
             if self.path is None:
                 raise CheckpointError("AutoencoderReducer: no model file given")
-            module = load_model(Path(self.path))
+            module = load_networks(Path(self.path))
             self._setup(module, Preprocessing.identity(module.input_dim))
         return self

@@ -21,12 +21,20 @@ def _lightning_names(kind: Literal["accelerator", "strategy"]) -> list[str]:
     return sorted({"auto", *StrategyRegistry.available_strategies()})
 
 
+BUILT_IN = {
+    "accelerator": {"auto", "cpu", "cuda", "gpu", "mps"},
+    "strategy": {"auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp", "single_device"},
+}
+"""Names every Lightning version accepts: validating them does not import Lightning (seconds per process, paid
+by every stage that reads params, including `reduce`, which otherwise never needs it)."""
+
+
 def _known_to_lightning(kind: Literal["accelerator", "strategy"]):
     """A field validator: an unknown trainer string fails here, not after the data is loaded."""
 
     def check(value: str) -> str:
         name = value.lower() if kind == "strategy" else value  # Lightning lower-cases strategies only
-        if name != "auto" and name not in (allowed := _lightning_names(kind)):
+        if name not in BUILT_IN[kind] and name not in (allowed := _lightning_names(kind)):
             suffix = "_find_unused_parameters_"
             shown = [n for n in allowed if suffix not in n]
             extra = f" (ddp ones also with {suffix}true/false)" if len(shown) < len(allowed) else ""

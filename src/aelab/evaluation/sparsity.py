@@ -7,9 +7,9 @@ import math
 import numpy as np
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
+from torch import nn
 
 from aelab.config import SparsityEvalConfig
-from aelab.models.base import AutoencoderModule
 from aelab.plots import as_images
 
 
@@ -44,8 +44,8 @@ def histogram_figure(rho_hat: np.ndarray, rho: float, title: str) -> Figure:
     return fig
 
 
-def first_layer_weights(module: AutoencoderModule) -> np.ndarray:
-    """[units, input features]: what each first-layer unit responds to."""
+def first_layer_weights(module: nn.Module) -> np.ndarray:
+    """[units, input features]: what each first-layer unit of `module.encoder` responds to."""
     first = next(m for m in module.encoder.modules() if hasattr(m, "weight") and m.weight.ndim == 2)
     return first.weight.detach().cpu().numpy()
 

@@ -1,6 +1,6 @@
 """The model bundle: one folder holding everything needed to use a trained model, without params or prepared data.
 
-    <folder>/model.pt            weights + constructor arguments (`aelab.models.save_model`; no pickle)
+    <folder>/model.pt            weights + constructor arguments (`aelab.models.networks.save_model`; no pickle)
     <folder>/preprocessing.json  the scaling fitted by `prepare`, feature names, image shape, label names
     <folder>/oneclass.json       (one-class models only) normal classes, score kind and decision threshold
     <folder>/bundle.json         format version, variant, name and the list of files above, written last
@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from aelab.data.scaling import Scaler
 from aelab.errors import CheckpointError
-from aelab.models import load_model, save_model
-from aelab.models.base import AutoencoderModule
+from aelab.models.networks import Autoencoder, load_networks, save_model
 from aelab.paths import MODEL_FILE
 
 FORMAT_VERSION = 1
@@ -93,7 +94,7 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class Bundle:
-    module: AutoencoderModule
+    module: Autoencoder
     preprocessing: Preprocessing
     oneclass: dict[str, Any] | None
     """normal (label values), threshold, score (mse | standardized, with per-feature weights), target_fpr."""
@@ -121,8 +122,9 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def write_bundle(folder: Path, module: AutoencoderModule, meta: dict[str, Any], oneclass: dict | None = None) -> None:
-    """Save `module` with the preprocessing of `meta` (the prepared data's `meta.json`) as a bundle in `folder`."""
+def write_bundle(folder: Path, module: nn.Module, meta: dict[str, Any], oneclass: dict | None = None) -> None:
+    """Save `module` (a variant's LightningModule, or an `Autoencoder`) with the preprocessing of `meta` (the prepared
+    data's `meta.json`) as a bundle in `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     preprocessing = Preprocessing.from_meta(meta, module.input_dim)
@@ -182,7 +184,7 @@ def read_bundle(folder: Path) -> Bundle:
     for name in files:
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder / name}: missing from the model bundle (listed in {BUNDLE_FILE})")
-    module = load_model(folder / MODEL_FILE)
+    module = load_networks(folder / MODEL_FILE)
     preprocessing = Preprocessing.from_dict(_read_json(folder / PREPROCESSING_FILE), folder / PREPROCESSING_FILE)
     if preprocessing.n_features != module.input_dim:
         raise CheckpointError(

@@ -1,8 +1,9 @@
 """`aelab.load(path)`: a trained autoencoder applied to raw rows, as a scikit-learn transformer.
 
-Inference calls the plain `nn.Module`s (scaling, encoder, decoder) under `torch.inference_mode()`: no Lightning,
-no Trainer, so one row is scored in microseconds. The scaling fitted by `prepare` runs inside the graph as float32
-tensor ops (`InputScaling`, checked against `Scaler.transform` by the tests), which is also what ONNX export saves.
+Inference calls the plain `nn.Module`s (scaling, encoder, decoder) under `torch.inference_mode()`: no Trainer,
+so one row is scored in microseconds, and Lightning is not even imported (it costs seconds per process; the model
+is rebuilt by `aelab.models.networks`). The scaling fitted by `prepare` runs inside the graph as float32 tensor ops
+(`InputScaling`, checked against `Scaler.transform` by the tests), which is also what ONNX export saves.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from aelab.data.scaling import Scaler
 from aelab.errors import CheckpointError, DataError
-from aelab.models.base import AutoencoderModule
+from aelab.models.networks import Autoencoder
 from aelab.serving.bundle import Preprocessing, read_bundle
 from aelab.serving.io import feature_matrix
 
@@ -85,7 +86,7 @@ class AutoencoderModel(TransformerMixin, BaseEstimator):
 
     def _setup(
         self,
-        module: AutoencoderModule,
+        module: Autoencoder,
         preprocessing: Preprocessing,
         oneclass: dict[str, Any] | None = None,
         info: dict[str, Any] | None = None,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from aelab.data.scaling import Scaler
-from aelab.models import VARIANT_CLASSES
+from aelab.models.networks import Autoencoder
 from aelab.serving.bundle import write_bundle
 from aelab.serving.commands import apply_to_file
 from aelab.serving.model import load
@@ -28,7 +28,8 @@ DEFAULT_HIDDEN = [256, 128, 12]
 
 def bench_bundle(folder: Path, x: np.ndarray, hidden_dims: list[int] = DEFAULT_HIDDEN) -> None:
     """An untrained undercomplete model with a scaling fitted on `x`: speed does not depend on the weights."""
-    module = VARIANT_CLASSES["undercomplete"](input_dim=x.shape[1], hidden_dims=hidden_dims)
+    hparams = {"input_dim": x.shape[1], "hidden_dims": hidden_dims, "activation": "relu", "dropout": 0.0}
+    module = Autoencoder("undercomplete", hparams)
     meta = {"n_features": x.shape[1], "scaling": Scaler("global").fit(x).to_dict()}
     write_bundle(folder, module, meta)
 
