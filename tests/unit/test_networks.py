@@ -58,7 +58,8 @@ def test_loaded_networks_match_the_lightning_module(tmp_path, variant):
     save_model(module, tmp_path / "model.pt")
     model = load_networks(tmp_path / "model.pt")
     assert not model.training
-    assert (model.variant, model.code_dim, model.input_dim) == (variant, module.code_dim, module.input_dim)
+    assert (model.variant, model.input_dim, model.hidden_dims) == (variant, module.input_dim, module.hidden_dims)
+    assert model.code_dim == module.code_dim
     x = torch.rand(10, 64)
     with torch.no_grad():
         assert torch.equal(model.encode(x), module.encode(x))

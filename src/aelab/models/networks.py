@@ -87,11 +87,12 @@ class Autoencoder(nn.Module):
         self.variant = variant
         self.hparams = dict(hparams)
         self.input_dim = int(hparams["input_dim"])
+        self.hidden_dims = [int(d) for d in hparams["hidden_dims"]]
         self.encoder, self.decoder = build_networks(variant, hparams)
 
     @property
     def code_dim(self) -> int:
-        return int(self.hparams["hidden_dims"][-1])
+        return self.hidden_dims[-1]
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x)
