@@ -202,3 +202,15 @@ def test_evaluate_params_are_validated():
         params("evaluate.oneclass.threshold_percentile=0")
     with pytest.raises(ConfigError, match=r"evaluate\.tsne\.colour: unknown key"):
         params("evaluate.tsne.colour=red")
+
+
+def test_mosaic_tiles_images_row_by_row_with_white_gaps() -> None:
+    from aelab.plots import mosaic
+
+    images = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
+    canvas = mosaic(images, n_cols=2)
+    assert canvas.shape == (3 * 3 - 1, 2 * 4 - 1)
+    np.testing.assert_array_equal(canvas[0:2, 0:3], images[0])
+    np.testing.assert_array_equal(canvas[0:2, 4:7], images[1])
+    np.testing.assert_array_equal(canvas[6:8, 0:3], images[4])
+    assert (canvas[2, :] == 1.0).all() and (canvas[6:8, 4:7] == 1.0).all()  # gap row, empty last cell
