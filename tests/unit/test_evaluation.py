@@ -144,12 +144,14 @@ def test_unit_statistics_by_hand():
 # ---- the report ------------------------------------------------------------------------------------------
 def test_report_tables_and_anchors(tmp_path):
     metrics = {
-        "pca": {"recon_sse": 13.5, "probe_accuracy": 0.9, "oneclass/auroc_mean": 0.95, "oneclass/auroc/0": 0.95},
+        "pca": {"code_dim": 30, "recon_sse": 13.5, "probe_accuracy": 0.9, "oneclass/auroc_mean": 0.95},
         "raw": {"probe_accuracy": 0.92, "denoise/gaussian_0.1/psnr": 20.0, "denoise/gaussian_0.1/ssim": 0.5},
-        "undercomplete": {"recon_sse": 3.5, "oneclass/auroc_mean": 0.97, "oneclass/auroc/0": 0.97},
+        "undercomplete": {"code_dim": 30, "recon_sse": 3.5, "oneclass/auroc_mean": 0.97},
+        "stacked": {"code_dim": 2, "recon_sse": 1.0},  # another code size: not beside Hinton's 30-d figure
     }
+    metrics["pca"]["oneclass/auroc/0"], metrics["undercomplete"]["oneclass/auroc/0"] = 0.95, 0.97
     text = report.render(metrics)
-    assert "| undercomplete | 3.5 |" in text
+    assert "| undercomplete | 30 | 3.5 |" in text
     assert "| 0 | 0.95 | 0.97 |" in text
     assert "| gaussian_0.1 | 20 / 0.5 |" in text
     results = {"dataset": "mnist", "command": "python -m aelab.benchmarks.published", "seed": 42, "metrics": metrics}
@@ -158,6 +160,11 @@ def test_report_tables_and_anchors(tmp_path):
     text = report.report(tmp_path / "unused.json", [path])
     assert "| test summed squared error, 784-1000-500-250-30 autoencoder | 3 |" in text
     assert "undercomplete: 3.5 |" in text and "undercomplete: 97 (our PCA: 95) |" in text
+    assert "stacked: 1 |" not in text
+    metrics["pca"]["code_dim"] = 2  # PCA at another code size is not beside the published PCA-30 figure
+    path.write_text(json.dumps(results))
+    assert "PCA with 30 components" not in report.report(tmp_path / "unused.json", [path])
+    metrics["pca"]["code_dim"] = 30
     # one-class anchors stand beside the best of our variants, whichever it is
     metrics["conv"] = {"oneclass/auroc_mean": 0.981, "oneclass/auroc/0": 0.981}
     path.write_text(json.dumps(results))
@@ -202,3 +209,15 @@ def test_evaluate_params_are_validated():
         params("evaluate.oneclass.threshold_percentile=0")
     with pytest.raises(ConfigError, match=r"evaluate\.tsne\.colour: unknown key"):
         params("evaluate.tsne.colour=red")
+
+
+def test_mosaic_tiles_images_row_by_row_with_white_gaps() -> None:
+    from aelab.plots import mosaic
+
+    images = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
+    canvas = mosaic(images, n_cols=2)
+    assert canvas.shape == (3 * 3 - 1, 2 * 4 - 1)
+    np.testing.assert_array_equal(canvas[0:2, 0:3], images[0])
+    np.testing.assert_array_equal(canvas[0:2, 4:7], images[1])
+    np.testing.assert_array_equal(canvas[6:8, 0:3], images[4])
+    assert (canvas[2, :] == 1.0).all() and (canvas[6:8, 4:7] == 1.0).all()  # gap row, empty last cell

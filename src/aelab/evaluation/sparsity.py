@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from aelab.config import SparsityEvalConfig
-from aelab.plots import as_images
+from aelab.plots import as_images, mosaic
 
 
 def unit_statistics(codes: np.ndarray, rho: float, cfg: SparsityEvalConfig) -> tuple[dict[str, float], np.ndarray]:
@@ -58,11 +58,9 @@ def features_figure(weights: np.ndarray, image_shape: tuple[int, ...] | None, ma
     images = as_images((weights - low) / span, image_shape)
     cols = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols, 0.9 * rows + 0.4), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        if i < len(images):
-            ax.imshow(images[i], cmap="gray", vmin=0.0, vmax=1.0)
-        ax.set_axis_off()
+    fig, ax = plt.subplots(figsize=(0.9 * cols, 0.9 * rows + 0.4))
+    ax.imshow(mosaic(images, cols), cmap="gray", vmin=0.0, vmax=1.0, aspect="auto" if images.shape[1] == 1 else "equal")
+    ax.set_axis_off()
     fig.suptitle(title, fontsize="small")
     fig.tight_layout()
     return fig
