@@ -12,7 +12,7 @@ def update_train_epoch_metrics() -> bool:  # named like Lightning's logger-conne
 def test_sync_is_decided_by_the_calling_lightning_method() -> None:
     assert update_train_epoch_metrics()
     assert not called_from(SYNC_CALLERS)
-    assert SYNC_CALLERS == {"update_train_step_metrics", "update_train_epoch_metrics", "log_eval_end_metrics"}
+    assert {"update_train_step_metrics", "update_train_epoch_metrics", "log_eval_end_metrics"} == SYNC_CALLERS
 
 
 def test_the_callers_are_those_dvclive_checks() -> None:

@@ -11,7 +11,6 @@ import yaml
 
 from aelab.cli import _parser
 from aelab.config import load_params
-from aelab.training.digest import training_settings
 from aelab.paths import (
     BEST_PARAMS_FILE,
     CODES_DIR,
@@ -23,6 +22,7 @@ from aelab.paths import (
     SETTINGS_DIR,
     TUNED,
 )
+from aelab.training.digest import training_settings
 from tests.conftest import REPO
 
 TRAINING_STAGES = ("settings", "train_tuned", "tune", "evaluate", "oneclass")  # train@<variant>: via settings
