@@ -221,3 +221,17 @@ def test_mosaic_tiles_images_row_by_row_with_white_gaps() -> None:
     np.testing.assert_array_equal(canvas[0:2, 4:7], images[1])
     np.testing.assert_array_equal(canvas[6:8, 0:3], images[4])
     assert (canvas[2, :] == 1.0).all() and (canvas[6:8, 4:7] == 1.0).all()  # gap row, empty last cell
+
+
+def test_first_layer_weights_are_drawn_as_input_images_or_conv_kernels() -> None:
+    from torch import nn
+
+    dense = nn.Module()
+    dense.encoder = nn.Sequential(nn.Linear(64, 5), nn.ReLU(), nn.Linear(5, 2))
+    weights, shape = sparsity.first_layer_weights(dense, (1, 8, 8))
+    assert weights.shape == (5, 64) and shape == (1, 8, 8)
+    conv = nn.Module()
+    conv.encoder = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(144, 2))
+    weights, shape = sparsity.first_layer_weights(conv, (1, 8, 8))
+    assert weights.shape == (4, 9) and shape == (1, 3, 3)  # the kernels, not the bottleneck's weights
+    sparsity.features_figure(weights, shape, 64, "kernels")

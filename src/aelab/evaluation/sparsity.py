@@ -44,10 +44,16 @@ def histogram_figure(rho_hat: np.ndarray, rho: float, title: str) -> Figure:
     return fig
 
 
-def first_layer_weights(module: nn.Module) -> np.ndarray:
-    """[units, input features]: what each first-layer unit of `module.encoder` responds to."""
-    first = next(m for m in module.encoder.modules() if hasattr(m, "weight") and m.weight.ndim == 2)
-    return first.weight.detach().cpu().numpy()
+def first_layer_weights(
+    module: nn.Module, image_shape: tuple[int, ...] | None
+) -> tuple[np.ndarray, tuple[int, ...] | None]:
+    """[units, inputs] of the encoder's first layer and the shape each unit's weights are drawn in: a dense unit's
+    weights span the input (the dataset's `image_shape`), a convolution's are its `[in channels, kh, kw]` kernel."""
+    first = next(m for m in module.encoder.modules() if hasattr(m, "weight") and m.weight.ndim in (2, 4))
+    weights = first.weight.detach().cpu().numpy()
+    if weights.ndim == 4:
+        return weights.reshape(len(weights), -1), tuple(weights.shape[1:])
+    return weights, image_shape
 
 
 def features_figure(weights: np.ndarray, image_shape: tuple[int, ...] | None, max_features: int, title: str) -> Figure:

@@ -164,9 +164,9 @@ def evaluate_sparsity(
             fig = sparsity.histogram_figure(rho_hat, rho, f"{name}: mean activation per code unit")
             outputs.figure(fig, f"sparsity/{name}_activations.png", (name,))
         if data.image_shape is not None:
-            weights = sparsity.first_layer_weights(module)
+            weights, shape = sparsity.first_layer_weights(module, data.image_shape)
             title = f"{name}: first-layer weights ({min(len(weights), params.evaluate.sparsity.max_features)} units)"
-            fig = sparsity.features_figure(weights, data.image_shape, params.evaluate.sparsity.max_features, title)
+            fig = sparsity.features_figure(weights, shape, params.evaluate.sparsity.max_features, title)
             outputs.figure(fig, f"features/{name}.png", (name,))
     return results
 
