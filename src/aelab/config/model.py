@@ -205,7 +205,11 @@ class VariantsConfig(Section):
         hidden_dims=[256, 128, 12], corruption=[GaussianNoiseConfig(kind="gaussian", sigma=0.2)]
     )
     stacked: StackedConfig = StackedConfig(hidden_dims=[48, 24, 12], max_epochs=20, compare_scratch=True)
-    conv: ConvConfig = ConvConfig(blocks=_DIGITS_BLOCKS, code_dim=12, max_epochs=20)
+    conv: ConvConfig = ConvConfig(
+        blocks=[ConvBlockConfig(channels=32, stride=1), ConvBlockConfig(channels=32, stride=2)],
+        code_dim=12,
+        max_epochs=40,
+    )
     stacked_conv: StackedConvConfig = StackedConvConfig(
         blocks=_DIGITS_BLOCKS, code_dim=12, pretrain_epochs=3, max_epochs=15
     )
