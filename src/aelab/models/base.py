@@ -19,11 +19,11 @@ from torchmetrics import MeanMetric, MeanSquaredError
 
 from aelab.errors import TrainingError
 from aelab.models.components import DecoderStack, EncoderStack, Reconstructor
-from aelab.models.networks import build_networks
+from aelab.models.networks import EncodeDecode, build_networks
 from aelab.models.schedule import build_schedule
 
 
-class AutoencoderModule(L.LightningModule):
+class AutoencoderModule(EncodeDecode, L.LightningModule):
     """An autoencoder trained on (corrupted, clean) batches; its networks come from `networks.build_networks`.
 
     Hooks for variants: `penalties` (extra loss terms on the code) and `model_input` (which of corrupted/clean
@@ -80,20 +80,7 @@ class AutoencoderModule(L.LightningModule):
     def model_input(self, corrupted: Tensor, clean: Tensor) -> Tensor:
         return clean
 
-    # ---- the model ----------------------------------------------------------------------------------
-    @property
-    def code_dim(self) -> int:
-        return self.hidden_dims[-1]
-
-    def encode(self, x: Tensor) -> Tensor:
-        return self.encoder(x)
-
-    def decode(self, code: Tensor) -> Tensor:
-        return self.decoder(code).sigmoid()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
-
+    # ---- the model (code_dim, encode, decode, forward: `EncodeDecode`) ---------------------------------
     def reconstructor(self) -> Reconstructor:
         return Reconstructor(self.encoder, self.decoder)
 

@@ -78,17 +78,13 @@ def build_networks(variant: str, hparams: Mapping[str, Any]) -> Networks:
     return builder(variant, hparams)
 
 
-class Autoencoder(nn.Module):
-    """A variant's trained encoder and decoder for inference: what serving and `reduce` use, without the training
-    machinery (loss, optimiser, metrics, Lightning). Its state dict has the LightningModule's network keys."""
+class EncodeDecode:
+    """Codes and reconstructions from `self.encoder`, `self.decoder` and `self.hidden_dims`: the one definition the
+    training LightningModules and the inference `Autoencoder` share."""
 
-    def __init__(self, variant: str, hparams: Mapping[str, Any]) -> None:
-        super().__init__()
-        self.variant = variant
-        self.hparams = dict(hparams)
-        self.input_dim = int(hparams["input_dim"])
-        self.hidden_dims = [int(d) for d in hparams["hidden_dims"]]
-        self.encoder, self.decoder = build_networks(variant, hparams)
+    encoder: nn.Module
+    decoder: nn.Module
+    hidden_dims: list[int]
 
     @property
     def code_dim(self) -> int:
@@ -103,6 +99,19 @@ class Autoencoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
+
+
+class Autoencoder(EncodeDecode, nn.Module):
+    """A variant's trained encoder and decoder for inference: what serving and `reduce` use, without the training
+    machinery (loss, optimiser, metrics, Lightning). Its state dict has the LightningModule's network keys."""
+
+    def __init__(self, variant: str, hparams: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.variant = variant
+        self.hparams = dict(hparams)
+        self.input_dim = int(hparams["input_dim"])
+        self.hidden_dims = [int(d) for d in hparams["hidden_dims"]]
+        self.encoder, self.decoder = build_networks(variant, hparams)
 
 
 def save_model(module: nn.Module, path: Path) -> None:
