@@ -112,10 +112,19 @@ def test_changing_one_variant_reruns_only_its_branch(repro):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["variants"]["sparse"]["beta"] = 0.25
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = json.loads(_run(["dvc", "status", "--json"], project))
-    # its own branch only: train@sparse (reduce@sparse follows from its output) and evaluate, which reads every
-    # variant's params (the one-class models are trained like the variants); no other variant is touched
-    assert set(status) == {"train@sparse", "evaluate"}
+    # the settings stage resolves what each variant reads; evaluate reads every variant's params (the one-class
+    # models are trained like the variants)
+    assert set(json.loads(_run(["dvc", "status", "--json"], project))) == {"settings", "evaluate"}
+    _run(["dvc", "repro", "settings"], project)
+    # its own branch only: train@sparse (reduce@sparse follows from its output); no other variant is touched
+    assert set(json.loads(_run(["dvc", "status", "--json"], project))) == {"train@sparse", "evaluate"}
+    # train.max_epochs reaches the variants that train for it, not those with their own max_epochs
+    params["train"]["max_epochs"] = 2  # the test project trains for 3
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["dvc", "repro", "settings"], project)
+    changed = set(json.loads(_run(["dvc", "status", "--json"], project)))
+    assert {"train@undercomplete", "train@sparse", "train_tuned"} <= changed
+    assert not changed & {"train@stacked", "train@conv", "train@stacked_conv"}
 
 
 def test_tune_study_lives_outside_dvc_and_a_larger_budget_continues_it(repro):
