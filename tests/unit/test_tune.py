@@ -45,3 +45,24 @@ def test_ctrl_c_inside_a_store_write_is_delivered_when_the_write_ends():
         done.append("outer")
     assert done == ["inner", "outer"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_parallel_workers_draw_one_progress_bar(monkeypatch) -> None:
+    from aelab.tuning import worker
+
+    started = []
+
+    class Done:
+        pid = 1
+
+        def __init__(self, cmd, env):
+            started.append(cmd)
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(worker.subprocess, "Popen", Done)
+    worker.launch_workers(3, ["--params", "params.yaml"], "cpu")
+    assert len(started) == 3
+    assert "train.progress_bar=false" not in started[0]
+    assert all(cmd[-2:] == ["--set", "train.progress_bar=false"] for cmd in started[1:])

@@ -134,6 +134,8 @@ def launch_workers(n: int, argv: list[str], accelerator: str) -> None:
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
         cmd = [sys.executable, "-m", "aelab.cli", "tune", *argv, "--workers", "1", "--no-summary"]
+        if index > 0:  # one progress bar in the terminal: the others would draw over it (not part of the study)
+            cmd += ["--set", "train.progress_bar=false"]
         procs.append(subprocess.Popen(cmd, env=env))
         console.print(f"worker {index}: pid {procs[-1].pid}" + (f", GPU {device}" if device is not None else ""))
     try:
