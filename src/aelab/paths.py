@@ -47,7 +47,7 @@ _DVC_TEMP_EXPS = Path(".dvc") / "tmp" / "exps"
 def project_root(start: Path | None = None) -> Path:
     """The real project root: the folder holding `dvc.yaml`, outside DVC's temporary experiment copies.
 
-    `dvc exp run --temp/--queue` runs the pipeline in a copy under `<root>/.dvc/tmp/exps/...`; results that must
+    `dvc exp run --temp/--queue` runs the pipeline in a copy inside the project's `.dvc/tmp/exps/`; results that must
     outlive the experiment (the MLflow store, Optuna journals) belong to the project that started it.
     `AELAB_PROJECT_ROOT` overrides the search.
     """

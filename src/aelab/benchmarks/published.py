@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics["umap"] = umap_reference(params)
         wall["umap"] = round(time.perf_counter() - begin, 1)
     trained = json.loads((work / f"data/models/{variant}/metrics.json").read_text())
-    hidden_dims = getattr(params.variants, variant).model_dump(mode="json").get("hidden_dims")
+    hidden_dims = getattr(params.variant(variant), "hidden_dims", None)
     results = {
         "dataset": args.dataset,
         "command": " && ".join(filter(None, [previous.get("command"), command])),
