@@ -39,6 +39,9 @@ def test_mlflow_run_holds_params_curves_test_metrics_and_artifacts(prepared_digi
     for key in ("train/loss", "train/sparsity", "train/mean_activation", "val/loss", "val/mse"):
         assert len(client.get_metric_history(result.run_id, key)) == 2, key
     assert {"test/loss", "test/mse"} <= set(run.data.metrics)
+    # the score the checkpoint was chosen on is recorded beside the test figures (results files select on it)
+    val_losses = [m.value for m in client.get_metric_history(result.run_id, "val/loss")]
+    assert result.metrics["best_val_loss"] == pytest.approx(min(val_losses))
     assert "samples.png" in [a.path for a in client.list_artifacts(result.run_id)]
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert any(m.source_run_id == result.run_id for m in models)

@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_epochs": params.train.max_epochs,
             "epochs_run": trained["epochs"],
             "best_epoch": trained["best_epoch"],
+            "best_val_loss": trained.get("best_val_loss"),
         },
         "oneclass": params.evaluate.oneclass.model_dump(mode="json"),
         "wall_seconds": {**wall, "total": round(sum(wall.values()), 1)},

@@ -189,8 +189,11 @@ def provenance(results: dict[str, Any]) -> str:
     lines = [f"- command: `{results.get('command', '?')}` (seed {results.get('seed', '?')})"]
     if ae:
         lines.append(
-            f"- autoencoder {ae.get('hidden_dims')}: {ae.get('epochs_run')} epochs run "
-            f"(max {ae.get('max_epochs')}, best epoch {ae.get('best_epoch')})"
+            f"- autoencoder {ae.get('variant', '')} {ae.get('hidden_dims') or ''}".rstrip()
+            + f": {ae.get('epochs_run')} epochs run "
+            f"(max {ae.get('max_epochs')}, best epoch {ae.get('best_epoch')}"
+            + (f", validation loss {ae['best_val_loss']:.6g}" if ae.get("best_val_loss") is not None else "")
+            + ")"
         )
     if "variant_settings" in results:  # a one-class benchmark: the per-class model's layout
         oneclass = results.get("oneclass", {})

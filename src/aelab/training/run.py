@@ -52,6 +52,8 @@ class Fitted:
     """The data it was fitted on (the trainer forgets it under `ddp_spawn`, which fits in child processes)."""
     pretrain_epochs: int
     best_path: str
+    best_score: float | None
+    """The lowest `val/loss` of the fit: what the checkpoint was chosen on (None without checkpointing)."""
 
 
 @dataclass
@@ -122,10 +124,12 @@ def fit_module(
         pretrain_epochs = pretrain_layers(params, variant, module, dm, logger, ckpt_dir, skip=skip, restart=restart)
     compiled = torch.compile(module) if params.train.compile else module
     fit(trainer, compiled, dm, ckpt_path=resume_from, weights_only=True)
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    callback = trainer.checkpoint_callback
+    best = callback.best_model_path if callback else ""
+    score = callback.best_model_score if callback else None
     if best:
         module = VARIANT_CLASSES[variant].load_from_checkpoint(best, map_location="cpu", weights_only=True)
-    return Fitted(module, trainer, dm, pretrain_epochs, best)
+    return Fitted(module, trainer, dm, pretrain_epochs, best, None if score is None else float(score))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -216,6 +220,8 @@ def _train_run(
     tested = trainer.test(module, dm, verbose=False)[0]
     metrics = {k: float(v) for k, v in sorted(tested.items())}
     metrics["best_epoch"] = _checkpoint_epoch(fitted.best_path) if fitted.best_path else -1
+    if fitted.best_score is not None:
+        metrics["best_val_loss"] = fitted.best_score
     metrics["epochs"] = int(trainer.current_epoch)
     last = ckpt_dir / "last.ckpt"
     if metrics["epochs"] == 0 and last.exists():  # ddp_spawn trains in child processes: ask the checkpoint
