@@ -93,6 +93,33 @@ def test_standardized_score_by_hand():
     assert oneclass.per_sample_error(sample, reconstruction) == pytest.approx([1.0])
 
 
+def test_code_density_scores_catch_what_the_reconstruction_error_misses():
+    """Normal rows on a plane: an anomaly on the plane but far out is reconstructed perfectly (mse misses it, the
+    Mahalanobis distance of its code does not); one off the plane near the centre is the reverse; combined sees both."""
+    from aelab.data.prepared import PreparedData, Split
+
+    rng = np.random.default_rng(0)
+    plane = np.linalg.qr(rng.normal(size=(5, 2)))[0].T  # two orthonormal directions in 5-D
+
+    def normal_rows(n: int) -> np.ndarray:
+        return rng.normal(size=(n, 2)) @ plane + 0.01 * rng.normal(size=(n, 5))
+
+    subset = PreparedData(Split(normal_rows(500), None), Split(normal_rows(200), None), Split(normal_rows(1), None))
+    far_on_plane = np.array([[8.0, 0.0]]) @ plane
+    off_plane_centre = 3.0 * np.linalg.svd(plane)[2][-1:]  # orthogonal to the plane, at the centre
+    model = oneclass.PCAModel(subset.train.x, 2, seed=0)
+    typical = subset.val.x[:100]
+
+    def rank(score: str, row: np.ndarray) -> float:
+        """The share of typical normal rows the row outscores."""
+        scorer = oneclass.fit_score(model, subset, score)
+        return float((scorer(row)[0] > scorer(typical)).mean())
+
+    assert rank("mse", far_on_plane) < 0.9 and rank("mahalanobis", far_on_plane) == 1.0
+    assert rank("mse", off_plane_centre) == 1.0 and rank("mahalanobis", off_plane_centre) < 0.5
+    assert rank("combined", far_on_plane) == 1.0 and rank("combined", off_plane_centre) == 1.0
+
+
 def test_oneclass_hidden_dims_do_not_apply_to_convolutional_variants():
     with pytest.raises(ConfigError, match=r"evaluate\.oneclass: .*hidden_dims applies to fully connected variants"):
         params("evaluate.oneclass.variant=conv", "evaluate.oneclass.hidden_dims=[8]")

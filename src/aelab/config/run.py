@@ -117,10 +117,12 @@ class OneClassConfig(Section):
     """Encoder widths of the per-class models of a fully connected variant; empty means the variant's own.
     Convolutional variants take their blocks and `code_dim` from `variants.<variant>`."""
     max_epochs: PositiveInt = 30
-    score: Literal["mse", "standardized"] = "mse"
-    """The anomaly score (for the autoencoder and PCA alike): mse, the mean squared reconstruction error; or
+    score: Literal["mse", "standardized", "mahalanobis", "combined"] = "mse"
+    """The anomaly score (for the autoencoder and PCA alike): mse, the mean squared reconstruction error;
     standardized, each feature's squared error over its mean on the normal training data (shrunk toward the mean
-    over features), so features the normal class itself reconstructs poorly count less."""
+    over features), so features the normal class itself reconstructs poorly count less; mahalanobis, the code's
+    distance from the normal training codes (a Gaussian fitted to them); combined, the two added, each over its
+    median on the normal validation rows."""
     threshold_percentile: Annotated[float, Field(gt=0.0, le=100.0)] = 95.0
     """The anomaly threshold: this percentile of the scores of the normal-only validation samples."""
     pca_components: PositiveInt | None = None

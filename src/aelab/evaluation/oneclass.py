@@ -8,6 +8,13 @@ needs no threshold; precision, recall and F1 (anomaly = positive) use a threshol
 of the scores of the normal-only validation samples, as a user without anomalies at hand would set it.
 PCA fitted on the same class, scored by its own reconstruction error, is the classical baseline.
 
+Two more scores read the code as well (as DAGMM combines a density of the codes with the reconstruction error):
+`mahalanobis`, the squared distance of a sample's code from the normal class's training codes under a Gaussian
+fitted to them (Ledoit-Wolf shrinkage); and `combined`, the mse plus the squared Mahalanobis distance, each over
+its median on the normal class's validation rows (which no model was fitted on). Each class also gets a validation
+AUROC: its normal validation rows against the validation rows of every other class, training data only, so that a
+score can be chosen without the test split.
+
 The per-class models are cached under `data/checkpoints/oneclass/<run digest>/class_<c>/` (outside DVC's outputs,
 like `train`'s checkpoints): an interrupted evaluation resumes, a repeated one reuses the finished models.
 """
@@ -20,10 +27,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
+from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score, roc_curve
 
@@ -48,9 +57,8 @@ class OneClassResult:
     def metrics(self, method: str) -> dict[str, float]:
         """Mean and per-class AUROC and the means of the thresholded scores, with `oneclass/` names."""
         rows = [r for r in self.rows if r["method"] == method]
-        out = {
-            f"oneclass/{k}_mean": float(np.mean([r[k] for r in rows])) for k in ("auroc", "precision", "recall", "f1")
-        }
+        kinds = ("auroc", "precision", "recall", "f1", "val_auroc")
+        out = {f"oneclass/{k}_mean": float(np.mean([r[k] for r in rows])) for k in kinds if all(k in r for r in rows)}
         out.update({f"oneclass/auroc/{int(r['class'])}": float(r["auroc"]) for r in rows})
         return out
 
@@ -152,20 +160,51 @@ def class_model(params: Params, subset: PreparedData, root: Path = ONECLASS_CHEC
     return AutoencoderReducer.load(model_file)
 
 
-def scores(
-    reconstruct: Callable[[np.ndarray], np.ndarray], subset: PreparedData, test_x: np.ndarray, score: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of the normal validation samples (for the threshold) and of every test sample."""
-    weights = error_weights(subset.train.x, reconstruct(subset.train.x)) if score == "standardized" else None
-    return tuple(per_sample_error(x, reconstruct(x), weights) for x in (subset.val.x, test_x))
+class CodeModel(Protocol):
+    """What a score reads from a per-class model: codes and reconstructions (an autoencoder, or PCA)."""
+
+    def transform(self, x: np.ndarray) -> np.ndarray: ...
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray: ...
 
 
-def pca_scores(
-    subset: PreparedData, n_components: int, seed: int, test_x: np.ndarray, score: str = "mse"
-) -> tuple[np.ndarray, np.ndarray]:
-    k = min(n_components, len(subset.train.x), subset.n_features)
-    pca = PCA(n_components=k, random_state=seed).fit(subset.train.x)
-    return scores(lambda x: pca.inverse_transform(pca.transform(x)), subset, test_x, score)
+class PCAModel:
+    """PCA fitted on the normal class, with the autoencoder's `transform` / `reconstruct`."""
+
+    def __init__(self, x: np.ndarray, n_components: int, seed: int) -> None:
+        k = min(n_components, len(x), x.shape[1])
+        self.pca = PCA(n_components=k, random_state=seed).fit(x)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return self.pca.transform(x)
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        return self.pca.inverse_transform(self.pca.transform(x))
+
+
+def fit_score(model: CodeModel, subset: PreparedData, score: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The anomaly score `score` (`evaluate.oneclass.score`), fitted on the normal class (see the module docstring)."""
+
+    def mse(x: np.ndarray) -> np.ndarray:
+        return per_sample_error(x, model.reconstruct(x))
+
+    if score == "mse":
+        return mse
+    if score == "standardized":
+        weights = error_weights(subset.train.x, model.reconstruct(subset.train.x))
+        return lambda x: per_sample_error(x, model.reconstruct(x), weights)
+    density = LedoitWolf().fit(model.transform(subset.train.x).astype(np.float64))
+
+    def mahalanobis(x: np.ndarray) -> np.ndarray:
+        return density.mahalanobis(model.transform(x).astype(np.float64))
+
+    if score == "mahalanobis":
+        return mahalanobis
+    # Each part over its median on the normal validation rows: a part counts by how many times its usual size it
+    # is, and an unusually small part (a perfect reconstruction) cannot cancel an unusually large other one.
+    tiny = np.finfo(np.float64).tiny
+    scaled = [(f, np.median(f(subset.val.x)) + tiny) for f in (mse, mahalanobis)]
+    return lambda x: sum(f(x) / usual for f, usual in scaled)
 
 
 def run_oneclass(params: Params, data: PreparedData, root: Path = ONECLASS_CHECKPOINTS) -> OneClassResult:
@@ -182,14 +221,13 @@ def run_oneclass(params: Params, data: PreparedData, root: Path = ONECLASS_CHECK
         subset = class_subset(data, normal)
         is_anomaly = data.test.y != normal
         model = class_model(params, subset, root)
-        found = {
-            "autoencoder": scores(model.reconstruct, subset, data.test.x, cfg.score),
-            "pca": pca_scores(
-                subset, cfg.pca_components or model.module_.code_dim, params.seed, data.test.x, cfg.score
-            ),
-        }
-        for method, (val_scores, test_scores) in found.items():
+        pca = PCAModel(subset.train.x, cfg.pca_components or model.module_.code_dim, params.seed)
+        for method, fitted in (("autoencoder", model), ("pca", pca)):
+            scorer = fit_score(fitted, subset, cfg.score)
+            val_scores, test_scores = scorer(subset.val.x), scorer(data.test.x)
             row = threshold_metrics(val_scores, test_scores, is_anomaly, cfg.threshold_percentile)
+            # the score on held-out training data: normal validation rows against every other class's
+            row["val_auroc"] = float(roc_auc_score(data.val.y != normal, scorer(data.val.x)))
             result.rows.append({"class": normal, "method": method, **row})
             fpr, tpr, _ = roc_curve(is_anomaly, test_scores)
             result.roc[method][normal] = (fpr, tpr)
