@@ -138,6 +138,8 @@ def oneclass_table(metrics: dict[str, dict[str, float]]) -> str | None:
     for key, label in (("auroc", "**mean AUROC**"), ("precision", "mean precision"), ("recall", "mean recall")):
         rows.append([label, *[fmt(metrics[m].get(f"oneclass/{key}_mean")) for m in methods]])
     rows.append(["mean F1", *[fmt(metrics[m].get("oneclass/f1_mean")) for m in methods]])
+    if any("oneclass/val_auroc_mean" in metrics[m] for m in methods):  # what a score or recipe is chosen on
+        rows.append(["mean validation AUROC", *[fmt(metrics[m].get("oneclass/val_auroc_mean")) for m in methods]])
     return "One-class AUROC per normal class (anomalies: all other classes):\n\n" + table(
         ["normal class", *methods], rows
     )
