@@ -191,7 +191,7 @@ def provenance(results: dict[str, Any]) -> str:
     lines = [f"- command: `{results.get('command', '?')}` (seed {results.get('seed', '?')})"]
     if ae:
         lines.append(
-            f"- autoencoder {ae.get('variant', '')} {ae.get('hidden_dims') or ''}".rstrip()
+            " ".join(["- autoencoder", *(str(v) for v in (ae.get("variant"), ae.get("hidden_dims")) if v)])
             + f": {ae.get('epochs_run')} epochs run "
             f"(max {ae.get('max_epochs')}, best epoch {ae.get('best_epoch')}"
             + (f", validation loss {ae['best_val_loss']:.6g}" if ae.get("best_val_loss") is not None else "")
