@@ -55,6 +55,17 @@ def test_oneclass_protocol_on_small_data(tmp_path):
     assert [p.stat().st_mtime_ns for p in models] == stamps
     assert [r["threshold"] for r in standardized.rows] != [r["threshold"] for r in found.rows]
     assert standardized.metrics("pca")["oneclass/auroc_mean"] > 0.95
+    # the validation AUROC (other classes' validation rows as anomalies) is what a score is chosen on
+    assert pca_metrics["oneclass/val_auroc_mean"] > 0.95
+    for score in ("mahalanobis", "combined"):
+        oneclass_cfg = cfg.evaluate.oneclass.model_copy(update={"score": score})
+        rescored = oneclass.run_oneclass(
+            cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"oneclass": oneclass_cfg})}),
+            data,
+            root=tmp_path,
+        )
+        assert [p.stat().st_mtime_ns for p in models] == stamps
+        assert rescored.metrics("pca")["oneclass/val_auroc_mean"] > 0.9, score
 
 
 @pytest.mark.parametrize("variant", ["conv", "stacked_conv"])
