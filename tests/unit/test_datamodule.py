@@ -46,3 +46,23 @@ def test_without_corruption_pairs_are_identical():
     dm.setup()
     corrupted, clean = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
     assert corrupted is clean
+
+
+def test_neighbour_batches_pair_each_training_row_with_one_of_its_nearest_rows():
+    data = _data(n=60)
+    dm = AutoencoderDataModule(data, batch_size=16, seed=0, neighbours=3)
+    dm.setup()
+    x = data.split("train").x
+    distances = ((x[:, None] - x[None]) ** 2).sum(-1)
+    np.fill_diagonal(distances, np.inf)
+    nearest = np.argsort(distances, axis=1)[:, :3]
+    rows, number, neighbour_rows = next(iter(dm.train_dataloader()))
+    for row, neighbour in zip(rows.numpy(), neighbour_rows.numpy(), strict=True):
+        i = int(np.flatnonzero((x == row).all(1))[0])
+        j = int(np.flatnonzero((x == neighbour).all(1))[0])
+        assert j in nearest[i]
+    batch = dm.on_after_batch_transfer((rows, number, neighbour_rows), 0)
+    assert len(batch) == 3 and torch.equal(batch[2], neighbour_rows)
+    assert len(next(iter(dm.val_dataloader()))) == 2  # validation scores reconstruction only
+    again = next(iter(dm.train_dataloader()))  # the same draw for the same epoch and batch
+    assert torch.equal(again[2], neighbour_rows)

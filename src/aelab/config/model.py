@@ -136,8 +136,24 @@ class DenseConfig(VariantConfig):
         return self.hidden_dims[-1]
 
 
+class NeighboursConfig(Section):
+    """UMAP's neighbourhood loss on the codes, added to the reconstruction loss (parametric UMAP with a decoder).
+
+    Each training row is pulled towards one of its `k` nearest training rows (Euclidean, in input space) in the code
+    space and pushed away from `negatives` random rows of its batch, with UMAP's curve for `min_dist`. Worth it for
+    codes meant to be looked at or searched by neighbours (2-D maps, k-NN on the code); it costs reconstruction."""
+
+    k: PositiveInt = 15
+    weight: Annotated[float, Field(gt=0.0)] = 1.0
+    negatives: PositiveInt = 5
+    min_dist: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+
+
 class UndercompleteConfig(DenseConfig):
     """The code must be smaller than the input (checked once the input size is known)."""
+
+    neighbours: NeighboursConfig | None = None
+    """e.g. {k: 15, weight: 1.0}: keep input-space neighbours together in the code (see `NeighboursConfig`)."""
 
 
 class SparseConfig(DenseConfig):

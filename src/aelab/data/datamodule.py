@@ -94,15 +94,23 @@ class IndexLoader:
     (the rows are in memory, on the device). Lightning needs only iteration, `len` and `sampler.set_epoch`.
     """
 
-    def __init__(self, x: Tensor, sampler: IndexBatches) -> None:
+    def __init__(self, x: Tensor, sampler: IndexBatches, neighbours: Tensor | None = None) -> None:
+        """`neighbours` ([rows, k] indices into `x`): also yield, per row, one of its neighbours drawn at random."""
         self.dataset = TensorRows(x)
         self.sampler = sampler
+        self.neighbours = neighbours
         self.batch_sampler = None  # what Lightning's DataLoader inspection looks for
 
-    def __iter__(self) -> Iterator[tuple[Tensor, int]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         x = self.dataset.x
         for number, indices in self.sampler:
-            yield x[indices], number
+            if self.neighbours is None:
+                yield x[indices], number
+                continue
+            sampler = self.sampler
+            generator = torch.Generator().manual_seed(sampler.seed * 1_000_003 + sampler.epoch * 7_919 + number)
+            pick = torch.randint(self.neighbours.shape[1], (len(indices),), generator=generator).to(x.device)
+            yield x[indices], number, x[self.neighbours[indices, pick]]
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -120,8 +128,10 @@ class AutoencoderDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         device: str | torch.device | None = None,
         on_training_device: bool = False,
+        neighbours: int = 0,
     ) -> None:
-        """`device` pins the tensors to one device; `on_training_device` puts them on the trainer's root device."""
+        """`device` pins the tensors to one device; `on_training_device` puts them on the trainer's root device;
+        `neighbours` > 0 adds to each training batch one of each row's `neighbours` nearest training rows."""
         super().__init__()
         self.data = data
         self.batch_size = batch_size
@@ -130,6 +140,8 @@ class AutoencoderDataModule(L.LightningDataModule):
         self.seed = seed
         self.resident_device = torch.device(device) if device else None
         self.on_training_device = on_training_device
+        self.neighbours = neighbours
+        self.neighbour_index: Tensor | None = None
         self.tensors: dict[str, Tensor] = {}
         self._generators: dict[torch.device, torch.Generator] = {}
 
@@ -151,6 +163,10 @@ class AutoencoderDataModule(L.LightningDataModule):
             return
         for name in ("train", "val", "test"):
             self.tensors[name] = torch.from_numpy(np.ascontiguousarray(self.data.split(name).x)).to(device)
+        if self.neighbours:
+            if self.neighbour_index is None:
+                self.neighbour_index = nearest_training_rows(self.data.split("train").x, self.neighbours)
+            self.neighbour_index = self.neighbour_index.to(device)
 
     def per_rank_batch_size(self, batch_size: int, world: int) -> int:
         """The global batch split evenly over the ranks (see the module docstring)."""
@@ -171,7 +187,9 @@ class AutoencoderDataModule(L.LightningDataModule):
         rank, world = self._rank_world()
         x = self.tensors[split]
         per_rank = self.per_rank_batch_size(batch_size, world) if split == "train" else batch_size
-        return IndexLoader(x, IndexBatches(len(x), per_rank, shuffle, self.seed, rank, world, device=x.device))
+        neighbours = self.neighbour_index if split == "train" else None
+        sampler = IndexBatches(len(x), per_rank, shuffle, self.seed, rank, world, device=x.device)
+        return IndexLoader(x, sampler, neighbours)
 
     def train_dataloader(self) -> IndexLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)
@@ -206,12 +224,24 @@ class AutoencoderDataModule(L.LightningDataModule):
             return x
         return self.corruption(x, self.corruption_generator(x.device, split, epoch, batch))
 
-    def transfer_batch_to_device(self, batch: tuple[Tensor, int], device: torch.device, dataloader_idx: int):
-        """Resident batches are on the device already; others move their one tensor (no collection walk)."""
-        x, number = batch
-        return (x if x.device == device else x.to(device, non_blocking=True)), number
+    def transfer_batch_to_device(self, batch: tuple[Tensor, ...], device: torch.device, dataloader_idx: int):
+        """Resident batches are on the device already; others move their tensors (no collection walk)."""
+        x, number, *neighbours = batch
+        moved = [t if t.device == device else t.to(device, non_blocking=True) for t in (x, *neighbours)]
+        return moved[0], number, *moved[1:]
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, int], dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        x, number = batch
+    def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:
+        """(corrupted, clean), plus the rows' drawn neighbours (clean) where the variant asks for them."""
+        x, number, *neighbours = batch
         split, epoch = self._current_split()
-        return self.corrupt(x, split, epoch, number), x
+        return self.corrupt(x, split, epoch, number), x, *neighbours
+
+
+def nearest_training_rows(x: np.ndarray, k: int) -> Tensor:
+    """Indices ([rows, k]) of each row's k nearest other rows, Euclidean (scikit-learn's exact search)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    if k >= len(x):
+        raise ConfigError(f"variants.undercomplete.neighbours.k: {k} must be below the training rows ({len(x)})")
+    _, index = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
+    return torch.from_numpy(index[:, 1:].astype(np.int64))  # column 0 is the row itself

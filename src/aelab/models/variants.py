@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aelab.config import ConvConfig, DenseConfig, Params, SparseConfig
+from aelab.config import ConvConfig, DenseConfig, Params, SparseConfig, UndercompleteConfig
 from aelab.errors import CheckpointError
 from aelab.models.base import AutoencoderModule
 from aelab.models.conv import ConvAutoencoder
@@ -51,6 +51,8 @@ def module_options(
     }
     if isinstance(cfg, SparseConfig):
         options.update(rho=cfg.rho, beta=cfg.beta)
+    if isinstance(cfg, UndercompleteConfig) and cfg.neighbours is not None:
+        options.update(neighbours=cfg.neighbours.model_dump())
     if cfg.layered:  # an optional sigmoid code with the KL penalty
         sparsity = cfg.sparsity
         options.update(rho=sparsity.rho if sparsity else None, beta=sparsity.beta if sparsity else 0.0)

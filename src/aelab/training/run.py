@@ -64,12 +64,15 @@ class TrainResult:
 
 
 def build_datamodule(params: Params, variant: str, data: PreparedData) -> AutoencoderDataModule:
+    cfg = params.variant(variant)
+    neighbours = getattr(cfg, "neighbours", None)  # the undercomplete variant's neighbourhood loss
     return AutoencoderDataModule(
         data,
         batch_size=params.train.batch_size,
-        corruption=build_corruption(params.variant(variant).corruption),
+        corruption=build_corruption(cfg.corruption),
         seed=params.seed,
         on_training_device=params.train.data_on_device,
+        neighbours=neighbours.k if neighbours else 0,
     )
 
 
