@@ -77,3 +77,15 @@ def test_ctrl_c_surfaces_as_keyboard_interrupt_on_every_training_path(prepared_d
     trainer = build_trainer(tiny_params, None, False, callbacks=[CtrlC()])
     with pytest.raises(KeyboardInterrupt):
         fit(trainer, module, build_datamodule(tiny_params, "undercomplete", prepared_digits))
+
+
+def test_neighbour_loss_trains_through_the_lightning_path(prepared_digits):
+    """The data module pairs rows with neighbours, the module adds the term, and it is logged beside the
+    reconstruction."""
+    from aelab.training.run import fit_module
+
+    variants = {**TINY_PARAMS["variants"], "undercomplete": {"hidden_dims": [32, 2], "neighbours": {"k": 5}}}
+    fitted = fit_module(validate_params({**TINY_PARAMS, "variants": variants}), "undercomplete", prepared_digits)
+    logged = fitted.trainer.callback_metrics
+    assert {"train/neighbours", "train/recon", "val/loss"} <= set(logged)
+    assert logged["train/loss"] == pytest.approx(float(logged["train/recon"] + logged["train/neighbours"]), rel=1e-5)
