@@ -1,9 +1,11 @@
 import numpy as np
+import pytest
 import torch
 
 from aelab.data.corruptions import Masking
 from aelab.data.datamodule import AutoencoderDataModule, IndexBatches
 from aelab.data.prepared import PreparedData, Split
+from aelab.errors import ConfigError
 
 
 def _data(n: int = 100, d: int = 6) -> PreparedData:
@@ -66,3 +68,11 @@ def test_neighbour_batches_pair_each_training_row_with_one_of_its_nearest_rows()
     assert len(next(iter(dm.val_dataloader()))) == 2  # validation scores reconstruction only
     again = next(iter(dm.train_dataloader()))  # the same draw for the same epoch and batch
     assert torch.equal(again[2], neighbour_rows)
+
+
+def test_more_neighbours_than_training_rows_is_a_clear_error():
+    dm = AutoencoderDataModule(_data(n=10), batch_size=4, neighbours=10)
+    with pytest.raises(
+        ConfigError, match=r"variants\.undercomplete\.neighbours\.k: 10 must be below the training rows"
+    ):
+        dm.setup()
