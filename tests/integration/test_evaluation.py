@@ -115,7 +115,8 @@ def test_evaluate_stage_on_tiny_data(tmp_path):
         )
     assert set(results) == {"pca", "raw", "undercomplete"}
     pca = results["pca"]
-    assert {"recon_mse", "recon_sse", "probe_accuracy", "knn_accuracy", "explained_variance"} <= set(pca)
+    expected = {"recon_mse", "recon_sse", "probe_accuracy", "knn_accuracy", "val_knn_accuracy", "explained_variance"}
+    assert expected <= set(pca)
     assert "denoise/gaussian_0.3/ssim" in pca and "denoise/gaussian_0.3/psnr" in results["raw"]
     assert "oneclass/auroc/1" in pca and "oneclass/auroc/1" in results["undercomplete"]
     files = {p.relative_to(tmp_path / "evaluation").as_posix() for p in (tmp_path / "evaluation").rglob("*.*")}

@@ -62,6 +62,12 @@ def test_knn_and_probe_on_a_trivial_case():
     assert set(found.per_class_accuracy) == {0, 1}
 
 
+def test_knn_accuracy_scores_the_given_rows_against_the_training_rows():
+    train_x, train_y = np.array([[0.0], [1.0], [10.0], [11.0]]), np.array([0, 0, 1, 1])
+    assert classification.knn_accuracy(1, train_x, train_y, np.array([[0.4], [10.6]]), np.array([0, 1])) == 1.0
+    assert classification.knn_accuracy(1, train_x, train_y, np.array([[0.4], [10.6]]), np.array([1, 1])) == 0.5
+
+
 def test_per_class_accuracy_is_recall_per_class():
     cfg = params().evaluate
     x, y = blobs(30)

@@ -35,15 +35,20 @@ def knn_predictions(n_neighbors: int, train_x, train_y, test_x) -> np.ndarray:
     return KNeighborsClassifier(n_neighbors=n_neighbors).fit(train_x, train_y).predict(test_x)
 
 
+def knn_accuracy(n_neighbors: int, train_x, train_y, x, y) -> float:
+    """Accuracy of k-NN on (x, y) with the training rows as neighbours: on the validation split, what settings
+    that shape the code space (a neighbourhood loss, its weight) are chosen on, so that test chooses nothing."""
+    return float(accuracy_score(y, knn_predictions(n_neighbors, train_x, train_y, x)))
+
+
 def classify(cfg: EvaluateConfig, seed: int, train_x, train_y, test_x, test_y) -> ProbeResult:
     probe = linear_probe(cfg, seed, train_x, train_y, test_x)
-    knn = knn_predictions(cfg.knn_neighbors, train_x, train_y, test_x)
     classes = np.unique(np.concatenate([train_y, test_y]))
     per_class = recall_score(test_y, probe, labels=classes, average=None, zero_division=0)
     return ProbeResult(
         metrics={
             "probe_accuracy": float(accuracy_score(test_y, probe)),
-            "knn_accuracy": float(accuracy_score(test_y, knn)),
+            "knn_accuracy": knn_accuracy(cfg.knn_neighbors, train_x, train_y, test_x, test_y),
         },
         per_class_accuracy={int(c): float(a) for c, a in zip(classes, per_class, strict=True)},
         predictions=probe,

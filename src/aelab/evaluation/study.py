@@ -95,13 +95,18 @@ def evaluate_reduction(data: PreparedData, codes: dict[str, np.ndarray]) -> dict
 
 
 def evaluate_classification(
-    params: Params, data: PreparedData, features: dict[str, tuple[np.ndarray, np.ndarray]], outputs: Outputs
+    params: Params, data: PreparedData, features: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], outputs: Outputs
 ) -> dict[str, dict[str, float]]:
-    """Probe and kNN per method (`features`: method -> (train, test) arrays), per-class table, confusion PNGs."""
+    """Probe and kNN per method (`features`: method -> (train, val, test) arrays), per-class table, confusion PNGs.
+
+    `val_knn_accuracy` scores the validation rows the same way as `knn_accuracy` scores the test rows."""
     results, per_class = {}, {}
-    for method, (train_x, test_x) in features.items():
+    for method, (train_x, val_x, test_x) in features.items():
         found = classification.classify(params.evaluate, params.seed, train_x, data.train.y, test_x, data.test.y)
         results[method] = found.metrics
+        if len(val_x) and data.val.y is not None:
+            k, train_y = params.evaluate.knn_neighbors, data.train.y
+            results[method]["val_knn_accuracy"] = classification.knn_accuracy(k, train_x, train_y, val_x, data.val.y)
         per_class[method] = found.per_class_accuracy
         fig = classification.confusion_figure(data.test.y, found.predictions, f"{method}: linear probe on test")
         outputs.figure(fig, f"classification/confusion_{method}.png", (method,))
@@ -233,8 +238,8 @@ def evaluate(
         all_codes[name] = encode_splits(models[name], data)  # what `reduce` writes for a variant
     results = {method: evaluate_reduction(data, codes) for method, codes in all_codes.items()}
     if data.train.y is not None:
-        features = {m: (c["train_codes"], c["test_codes"]) for m, c in all_codes.items()}
-        features["raw"] = (data.train.x, data.test.x)
+        features = {m: (c["train_codes"], c["val_codes"], c["test_codes"]) for m, c in all_codes.items()}
+        features["raw"] = (data.train.x, data.val.x, data.test.x)
         merge(results, evaluate_classification(params, data, features, outputs))
     merge(results, evaluate_tsne(params, data, all_codes, outputs))
     merge(results, evaluate_denoising(params, data, models, codes_dir, outputs))
