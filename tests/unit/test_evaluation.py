@@ -126,6 +126,26 @@ def test_code_density_scores_catch_what_the_reconstruction_error_misses():
     assert rank("combined", far_on_plane) == 1.0 and rank("combined", off_plane_centre) == 1.0
 
 
+def test_normalized_pathway_whitens_the_normal_differences():
+    """NAP: on the rows it was fitted on, each kept direction contributes 1 on average; a direction the normal rows
+    never vary in is dropped, and a row far out along the least varying direction outscores one along the most."""
+    rng = np.random.default_rng(0)
+    differences = np.hstack([rng.normal(size=(400, 3)) * [10.0, 1.0, 0.1], np.zeros((400, 1))])
+    nap = oneclass.NormalizedPathway(differences)
+    assert nap.directions.shape == (4, 3)
+    assert nap(differences).mean() == pytest.approx(3.0)
+    assert nap(np.array([[0.0, 0.0, 1.0, 0.0]]))[0] > 50 * nap(np.array([[1.0, 0.0, 0.0, 0.0]]))[0]
+
+
+def test_pathway_differences_of_pca_are_the_residual_and_a_zero_code_difference():
+    x = np.random.default_rng(1).normal(size=(50, 4))
+    model = oneclass.PCAModel(x, 2, seed=0)
+    differences = oneclass.pathway_differences(model, x[:5])
+    assert differences.shape == (5, 6)
+    assert differences[:, :4] == pytest.approx(x[:5] - model.reconstruct(x[:5]), abs=1e-5)
+    assert differences[:, 4:] == pytest.approx(0.0, abs=1e-5)
+
+
 def test_oneclass_hidden_dims_do_not_apply_to_convolutional_variants():
     with pytest.raises(ConfigError, match=r"evaluate\.oneclass: .*hidden_dims applies to fully connected variants"):
         params("evaluate.oneclass.variant=conv", "evaluate.oneclass.hidden_dims=[8]")

@@ -117,12 +117,14 @@ class OneClassConfig(Section):
     """Encoder widths of the per-class models of a fully connected variant; empty means the variant's own.
     Convolutional variants take their blocks and `code_dim` from `variants.<variant>`."""
     max_epochs: PositiveInt = 30
-    score: Literal["mse", "standardized", "mahalanobis", "combined"] = "mse"
+    score: Literal["mse", "standardized", "mahalanobis", "combined", "sap", "nap"] = "mse"
     """The anomaly score (for the autoencoder and PCA alike): mse, the mean squared reconstruction error;
     standardized, each feature's squared error over its mean on the normal training data (shrunk toward the mean
     over features), so features the normal class itself reconstructs poorly count less; mahalanobis, the code's
     distance from the normal training codes (a Gaussian fitted to them); combined, the two added, each over its
-    median on the normal validation rows."""
+    median on the normal validation rows; sap and nap, RAPP's reconstruction along the projection pathway (the
+    input and its reconstruction fed through the encoder, every layer's activations compared), summed or
+    whitened on the normal training rows."""
     threshold_percentile: Annotated[float, Field(gt=0.0, le=100.0)] = 95.0
     """The anomaly threshold: this percentile of the scores of the normal-only validation samples."""
     pca_components: PositiveInt | None = None

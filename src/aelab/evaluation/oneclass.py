@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from sklearn.covariance import LedoitWolf
@@ -161,11 +162,39 @@ def class_model(params: Params, subset: PreparedData, root: Path = ONECLASS_CHEC
 
 
 class CodeModel(Protocol):
-    """What a score reads from a per-class model: codes and reconstructions (an autoencoder, or PCA)."""
+    """What a score reads from a per-class model: codes, reconstructions and the encoder's hidden activations."""
 
     def transform(self, x: np.ndarray) -> np.ndarray: ...
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray: ...
+
+    def pathway(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class AutoencoderCodeModel:
+    """A per-class autoencoder as a `CodeModel`: its `pathway` is the input and every encoder layer's output."""
+
+    def __init__(self, reducer: AutoencoderReducer, batch_size: int = 2048) -> None:
+        self.reducer, self.batch_size = reducer, batch_size
+        self.layers = reducer.module_.encoder.layers
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return self.reducer.transform(x)
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        return self.reducer.inverse_transform(self.reducer.transform(x))
+
+    def pathway(self, x: np.ndarray) -> np.ndarray:
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(x), self.batch_size):
+                h = torch.from_numpy(np.ascontiguousarray(x[start : start + self.batch_size], dtype=np.float32))
+                activations = [h]
+                for layer in self.layers:
+                    h = layer(h)
+                    activations.append(h.flatten(1))
+                parts.append(torch.cat(activations, dim=1).numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
 class PCAModel:
@@ -181,6 +210,29 @@ class PCAModel:
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         return self.pca.inverse_transform(self.pca.transform(x))
 
+    def pathway(self, x: np.ndarray) -> np.ndarray:
+        return np.hstack([x, self.pca.transform(x)])
+
+
+def pathway_differences(model: CodeModel, x: np.ndarray) -> np.ndarray:
+    """RAPP's reconstruction along the projection pathway (Kim et al. 2020): each hidden activation of the input
+    minus the same activation of its reconstruction, fed through the encoder again; the input layer included."""
+    return model.pathway(x).astype(np.float64) - model.pathway(model.reconstruct(x).astype(np.float32))
+
+
+class NormalizedPathway:
+    """RAPP's NAP: the pathway differences whitened by their principal directions on the normal training rows,
+    so that each direction counts by how much it varies on normal data (directions of no variance are dropped)."""
+
+    def __init__(self, differences: np.ndarray, rtol: float = 1e-6) -> None:
+        self.mean = differences.mean(axis=0)
+        _, singular, vt = np.linalg.svd(differences - self.mean, full_matrices=False)
+        keep = singular > rtol * singular[0]
+        self.directions, self.scale = vt[keep].T, singular[keep] / np.sqrt(len(differences))
+
+    def __call__(self, differences: np.ndarray) -> np.ndarray:
+        return (((differences - self.mean) @ self.directions / self.scale) ** 2).sum(axis=1)
+
 
 def fit_score(model: CodeModel, subset: PreparedData, score: str) -> Callable[[np.ndarray], np.ndarray]:
     """The anomaly score `score` (`evaluate.oneclass.score`), fitted on the normal class (see the module docstring)."""
@@ -193,6 +245,11 @@ def fit_score(model: CodeModel, subset: PreparedData, score: str) -> Callable[[n
     if score == "standardized":
         weights = error_weights(subset.train.x, model.reconstruct(subset.train.x))
         return lambda x: per_sample_error(x, model.reconstruct(x), weights)
+    if score == "sap":
+        return lambda x: (pathway_differences(model, x) ** 2).sum(axis=1)
+    if score == "nap":
+        normalized = NormalizedPathway(pathway_differences(model, subset.train.x))
+        return lambda x: normalized(pathway_differences(model, x))
     density = LedoitWolf().fit(model.transform(subset.train.x).astype(np.float64))
 
     def mahalanobis(x: np.ndarray) -> np.ndarray:
@@ -220,8 +277,9 @@ def run_oneclass(params: Params, data: PreparedData, root: Path = ONECLASS_CHECK
     for normal in classes:
         subset = class_subset(data, normal)
         is_anomaly = data.test.y != normal
-        model = class_model(params, subset, root)
-        pca = PCAModel(subset.train.x, cfg.pca_components or model.module_.code_dim, params.seed)
+        reducer = class_model(params, subset, root)
+        model = AutoencoderCodeModel(reducer)
+        pca = PCAModel(subset.train.x, cfg.pca_components or reducer.module_.code_dim, params.seed)
         for method, fitted in (("autoencoder", model), ("pca", pca)):
             scorer = fit_score(fitted, subset, cfg.score)
             val_scores, test_scores = scorer(subset.val.x), scorer(data.test.x)
