@@ -215,21 +215,28 @@ class BareLoop:
 
 # ---- steps mode -----------------------------------------------------------------------------------------------
 class StepTimer(L.Callback):
-    """Starts the clock after the last warm-up step and stops it after the last timed step."""
+    """Starts the clock after the last warm-up step and stops it after the last timed step.
+
+    With `train.steps_per_call` a Lightning step takes several optimiser steps: the clock starts at the first call
+    that ends at or past the warm-up and stops at the first that ends at or past the timed steps; `timed_steps` is
+    how many optimiser steps lie between (the timed steps rounded up to whole calls)."""
 
     def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
         self.warmup, self.steps, self.device = warmup, steps, device
         self.start = self.stop = 0.0
+        self.start_step = self.timed_steps = 0
         self.loss = float("nan")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch, idx) -> None:
-        if trainer.global_step == self.warmup:
+        step = trainer.global_step
+        if not self.start and step >= self.warmup:
             synchronize(self.device)
-            self.start = time.perf_counter()
-        elif trainer.global_step == self.warmup + self.steps:
+            self.start, self.start_step = time.perf_counter(), step
+        elif self.start and not self.stop and step >= self.start_step + self.steps:
             synchronize(self.device)
-            self.stop = time.perf_counter()
-            self.loss = float(outputs["loss"]) if isinstance(outputs, dict) and "loss" in outputs else float("nan")
+            self.stop, self.timed_steps = time.perf_counter(), step - self.start_step
+            loss = outputs["loss"] if isinstance(outputs, dict) and "loss" in outputs else outputs
+            self.loss = float(loss) if isinstance(loss, torch.Tensor) else float("nan")
 
 
 def run_lightning(
@@ -252,7 +259,7 @@ def run_lightning(
         logger=False,
         max_epochs=10_000,
         callbacks=[timer],
-        max_steps=options.warmup + options.steps,
+        max_steps=options.warmup + options.steps + 2 * params.train.steps_per_call,  # whole calls past both marks
         limit_val_batches=0,
         num_sanity_val_steps=0,
         accumulate_grad_batches=1,
@@ -264,8 +271,8 @@ def run_lightning(
     fit_module = torch.compile(module) if params.train.compile else module
     with peak_memory(trainer.strategy.root_device) as memory:
         fit(trainer, fit_module, dm)  # the one fit path of training
-    samples = options.steps * params.train.batch_size
-    return PathResult("lightning", timer.stop - timer.start, samples, memory["peak"], timer.loss, options.steps)
+    samples = timer.timed_steps * params.train.batch_size
+    return PathResult("lightning", timer.stop - timer.start, samples, memory["peak"], timer.loss, timer.timed_steps)
 
 
 def run_bare(

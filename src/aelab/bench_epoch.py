@@ -83,7 +83,7 @@ def run_lightning_epoch(
         with peak_memory(trainer.strategy.root_device) as memory:
             fit(trainer, fit_module, dm)  # the one fit path of training
     val_loss = trainer.callback_metrics.get("val/loss")
-    steps = int(trainer.num_training_batches)
+    steps = trainer.global_step // (TIMED_EPOCH + 1)  # optimiser steps per epoch (several per call or one)
     return PathResult(
         "lightning",
         timer.stop - timer.start,

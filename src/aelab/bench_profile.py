@@ -29,10 +29,11 @@ class _ProfiledSteps(StepTimer):
         self.profiler = profiler
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch, idx) -> None:
-        if trainer.global_step == self.warmup + self.steps:
+        started = bool(self.start)
+        if started and not self.stop and trainer.global_step >= self.start_step + self.steps:
             self.profiler.disable()
         super().on_train_batch_end(trainer, pl_module, outputs, batch, idx)
-        if trainer.global_step == self.warmup:
+        if not started and self.start:
             self.profiler.enable()
 
 
@@ -49,7 +50,8 @@ def profile_lightning(params: Params, options: BenchOptions, console: Console, t
     text = re.sub(r"/\S*/site-packages/", "", stream.getvalue())  # library paths relative to site-packages
     text = re.sub(r"/\S*/src/aelab/", "aelab/", text)
     console.print(
-        f"cProfile of {options.steps} Lightning steps: {1000 * result.seconds / options.steps:.3f} ms per step "
+        f"cProfile of {result.steps} training steps (up to {params.train.steps_per_call} per Lightning step): "
+        f"{1000 * result.seconds / result.steps:.3f} ms per step "
         "(profiled; cProfile inflates Python overhead)"
     )
     console.print(text.strip(), markup=False, highlight=False)

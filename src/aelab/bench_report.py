@@ -174,7 +174,8 @@ def main(
     console.print(
         f"torch threads: {threads_set} ({threads.available_cpus()} cores, {threads.WORKERS_ENV}="
         f"{os.environ.get(threads.WORKERS_ENV, 'unset')}, OMP_NUM_THREADS={omp or 'unset'}); "
-        f"{options.repeats} interleaved repeats per path"
+        f"{options.repeats} interleaved repeats per path; train.steps_per_call={params.train.steps_per_call} "
+        "(optimiser steps per Lightning step; the bare loop takes one batch at a time)"
     )
     modes = tuple(modes or (("epoch",) if options.epoch else ("steps",)))
 

@@ -25,6 +25,8 @@ from aelab.data.corruptions import Corruption
 from aelab.data.prepared import PreparedData
 from aelab.errors import ConfigError
 
+Batch = tuple[Tensor, ...]
+"""A batch as the loaders yield it (rows, batch number[, neighbours]) and, after transfer, as steps see it."""
 _STAGE_SALT = {"train": 0, "val": 1, "test": 2, "predict": 3}
 
 
@@ -94,14 +96,18 @@ class IndexLoader:
     (the rows are in memory, on the device). Lightning needs only iteration, `len` and `sampler.set_epoch`.
     """
 
-    def __init__(self, x: Tensor, sampler: IndexBatches, neighbours: Tensor | None = None) -> None:
-        """`neighbours` ([rows, k] indices into `x`): also yield, per row, one of its neighbours drawn at random."""
+    def __init__(
+        self, x: Tensor, sampler: IndexBatches, neighbours: Tensor | None = None, steps_per_call: int = 1
+    ) -> None:
+        """`neighbours` ([rows, k] indices into `x`): also yield, per row, one of its neighbours drawn at random.
+        `steps_per_call` > 1: yield lists of that many consecutive batches (the last list may be shorter)."""
         self.dataset = TensorRows(x)
         self.sampler = sampler
         self.neighbours = neighbours
+        self.steps_per_call = steps_per_call
         self.batch_sampler = None  # what Lightning's DataLoader inspection looks for
 
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+    def batches(self) -> Iterator[Batch]:
         x = self.dataset.x
         for number, indices in self.sampler:
             if self.neighbours is None:
@@ -112,8 +118,21 @@ class IndexLoader:
             pick = torch.randint(self.neighbours.shape[1], (len(indices),), generator=generator).to(x.device)
             yield x[indices], number, x[self.neighbours[indices, pick]]
 
+    def __iter__(self) -> Iterator[Batch | list[Batch]]:
+        if self.steps_per_call == 1:
+            yield from self.batches()
+            return
+        group: list[Batch] = []
+        for batch in self.batches():
+            group.append(batch)
+            if len(group) == self.steps_per_call:
+                yield group
+                group = []
+        if group:
+            yield group
+
     def __len__(self) -> int:
-        return len(self.sampler)
+        return math.ceil(len(self.sampler) / self.steps_per_call)
 
 
 class AutoencoderDataModule(L.LightningDataModule):
@@ -129,9 +148,11 @@ class AutoencoderDataModule(L.LightningDataModule):
         device: str | torch.device | None = None,
         on_training_device: bool = False,
         neighbours: int = 0,
+        steps_per_call: int = 1,
     ) -> None:
         """`device` pins the tensors to one device; `on_training_device` puts them on the trainer's root device;
-        `neighbours` > 0 adds to each training batch one of each row's `neighbours` nearest training rows."""
+        `neighbours` > 0 adds to each training batch one of each row's `neighbours` nearest training rows;
+        `steps_per_call` > 1 hands the training step lists of that many batches (`train.steps_per_call`)."""
         super().__init__()
         self.data = data
         self.batch_size = batch_size
@@ -141,6 +162,7 @@ class AutoencoderDataModule(L.LightningDataModule):
         self.resident_device = torch.device(device) if device else None
         self.on_training_device = on_training_device
         self.neighbours = neighbours
+        self.steps_per_call = steps_per_call
         self.neighbour_index: Tensor | None = None
         self.tensors: dict[str, Tensor] = {}
         self._generators: dict[torch.device, torch.Generator] = {}
@@ -189,7 +211,7 @@ class AutoencoderDataModule(L.LightningDataModule):
         per_rank = self.per_rank_batch_size(batch_size, world) if split == "train" else batch_size
         neighbours = self.neighbour_index if split == "train" else None
         sampler = IndexBatches(len(x), per_rank, shuffle, self.seed, rank, world, device=x.device)
-        return IndexLoader(x, sampler, neighbours)
+        return IndexLoader(x, sampler, neighbours, self.steps_per_call if split == "train" else 1)
 
     def train_dataloader(self) -> IndexLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)
@@ -224,14 +246,21 @@ class AutoencoderDataModule(L.LightningDataModule):
             return x
         return self.corruption(x, self.corruption_generator(x.device, split, epoch, batch))
 
-    def transfer_batch_to_device(self, batch: tuple[Tensor, ...], device: torch.device, dataloader_idx: int):
+    def transfer_batch_to_device(self, batch: Batch | list[Batch], device: torch.device, dataloader_idx: int):
         """Resident batches are on the device already; others move their tensors (no collection walk)."""
+        if isinstance(batch, list):  # several batches for one call (`steps_per_call`)
+            return [self.transfer_batch_to_device(part, device, dataloader_idx) for part in batch]
         x, number, *neighbours = batch
         moved = [t if t.device == device else t.to(device, non_blocking=True) for t in (x, *neighbours)]
         return moved[0], number, *moved[1:]
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:
-        """(corrupted, clean), plus the rows' drawn neighbours (clean) where the variant asks for them."""
+    def on_after_batch_transfer(
+        self, batch: tuple[Tensor, ...] | list, dataloader_idx: int
+    ) -> tuple[Tensor, ...] | list:
+        """(corrupted, clean), plus the rows' drawn neighbours (clean) where the variant asks for them; each batch
+        of a list is corrupted by its own number, so the noise does not depend on `steps_per_call`."""
+        if isinstance(batch, list):
+            return [self.on_after_batch_transfer(part, dataloader_idx) for part in batch]
         x, number, *neighbours = batch
         split, epoch = self._current_split()
         return self.corrupt(x, split, epoch, number), x, *neighbours

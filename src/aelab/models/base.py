@@ -23,7 +23,32 @@ from aelab.models.networks import EncodeDecode, build_networks
 from aelab.models.schedule import build_schedule
 
 
-class AutoencoderModule(EncodeDecode, L.LightningModule):
+class StepsPerCall:
+    """The training step of a module whose data module may hand it a list of batches (`train.steps_per_call`).
+
+    A list is trained as one optimiser step per batch, in order, under manual optimisation (which the trainer
+    switches on for it): the same steps on the same batches as one batch per call, while Lightning's fixed cost per
+    training step (hook dispatch, loop bookkeeping) is paid once per list. Subclasses define `train_batch`.
+    """
+
+    def train_batch(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: tuple[Tensor, ...] | list[tuple[Tensor, ...]], batch_idx: int) -> Tensor:
+        if self.automatic_optimization:
+            if isinstance(batch, list):
+                raise TrainingError("a list of batches needs the trainer of `build_trainer` (train.steps_per_call)")
+            return self.train_batch(batch, batch_idx)
+        optimizer = self.optimizers()
+        for part in batch if isinstance(batch, list) else [batch]:  # a data module of its own may yield single ones
+            optimizer.zero_grad()
+            loss = self.train_batch(part, batch_idx)
+            self.manual_backward(loss)
+            optimizer.step()
+        return loss.detach()
+
+
+class AutoencoderModule(StepsPerCall, EncodeDecode, L.LightningModule):
     """An autoencoder trained on (corrupted, clean) batches; its networks come from `networks.build_networks`.
 
     Hooks for variants: `penalties` (extra loss terms on the code) and `model_input` (which of corrupted/clean
@@ -121,7 +146,7 @@ class AutoencoderModule(EncodeDecode, L.LightningModule):
             total.add_(value.detach(), alpha=n)
             self._train_rows[name] += n
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def train_batch(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         loss, recon, code, terms = self._losses(batch)
         n = batch[1].shape[0]
         self.accumulate("train", "loss", loss, n)
@@ -134,10 +159,9 @@ class AutoencoderModule(EncodeDecode, L.LightningModule):
         else:  # one fused op (torchmetrics' MeanSquaredError.update costs three times as much per step)
             with torch.no_grad():
                 self.accumulate("train", "mse", F.mse_loss(recon, batch[1]), n)
-        step = batch_idx + 1
-        if step % self.check_finite_every_n_steps == 0 or step == self.trainer.num_training_batches:
+        if (self.global_step + 1) % self.check_finite_every_n_steps == 0:  # optimiser steps, grouped or not
             self._check_finite(loss)
-        if step % self.trainer.log_every_n_steps == 0:
+        if (batch_idx + 1) % self.trainer.log_every_n_steps == 0:  # Lightning steps, as the trainer writes logs
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=n, prog_bar=True)
         return loss
 

@@ -16,12 +16,12 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from aelab.errors import TrainingError
-from aelab.models.base import build_optimizer, reconstruction_loss
+from aelab.models.base import StepsPerCall, build_optimizer, reconstruction_loss
 from aelab.models.layered import LayeredAutoencoder
 from aelab.models.sparse import kl_sparsity
 
 
-class GreedyLayerModule(L.LightningModule):
+class GreedyLayerModule(StepsPerCall, L.LightningModule):
     def __init__(self, owner: LayeredAutoencoder, index: int) -> None:
         super().__init__()
         hp = owner.hparams
@@ -69,7 +69,7 @@ class GreedyLayerModule(L.LightningModule):
         for metric in self.train_means.values():
             metric.reset()
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def train_batch(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         terms = self.losses(batch)
         loss = sum(terms.values())
         if not torch.isfinite(loss):

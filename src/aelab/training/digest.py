@@ -18,13 +18,15 @@ PLACEMENT_KEYS = frozenset(
         "progress_bar",
         "log_every_n_steps",
         "check_finite_every_n_steps",
+        "steps_per_call",
         "compile",
         "data_on_device",
         "resume",
     }
 )
 """Where and how fast a training runs, not what it computes: a run preempted on 4 GPUs may resume on 2 (the
-global batch does not depend on the number of processes), or with another logging interval."""
+global batch does not depend on the number of processes), or with another logging interval or steps per call
+(the same optimiser steps either way)."""
 
 
 def without_placement(settings: dict[str, Any]) -> dict[str, Any]:

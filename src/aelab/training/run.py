@@ -73,6 +73,7 @@ def build_datamodule(params: Params, variant: str, data: PreparedData) -> Autoen
         seed=params.seed,
         on_training_device=params.train.data_on_device,
         neighbours=neighbours.k if neighbours else 0,
+        steps_per_call=params.train.steps_per_call,
     )
 
 

@@ -37,6 +37,23 @@ class FreshStart(L.Callback):
         trainer.strategy.barrier("aelab-fresh-start-done")
 
 
+class StepsPerCallOptimisation(L.Callback):
+    """`train.steps_per_call` > 1: the module trains each list of batches itself (`models.base.StepsPerCall`), so
+    optimisation is manual, and the epoch's learning-rate schedule is stepped where Lightning steps it otherwise:
+    right after the epoch's last training step, before validation and the epoch-end checkpoint."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            pl_module.automatic_optimization = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if batch_idx + 1 != trainer.num_training_batches:
+            return
+        for config in trainer.lr_scheduler_configs:
+            if config.interval == "epoch" and not config.reduce_on_plateau:
+                config.scheduler.step()
+
+
 def show_progress(setting: bool | None) -> bool:
     """`train.progress_bar`, where empty means: a person is watching (stderr is a terminal and this is not CI)."""
     if setting is not None:
@@ -68,6 +85,10 @@ def build_trainer(
         from aelab.training.checkpoints import AtomicCheckpointIO
 
         overrides.setdefault("plugins", [AtomicCheckpointIO()])
+    log_every_n_steps = t.log_every_n_steps
+    if t.steps_per_call > 1:
+        callbacks.append(StepsPerCallOptimisation())
+        log_every_n_steps = max(1, t.log_every_n_steps // t.steps_per_call)  # counted in calls, not steps
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=t.early_stopping_patience))
     options: dict[str, Any] = dict(
@@ -78,7 +99,7 @@ def build_trainer(
         num_nodes=t.num_nodes,
         precision=t.precision,
         accumulate_grad_batches=t.accumulate_grad_batches,
-        log_every_n_steps=t.log_every_n_steps,
+        log_every_n_steps=log_every_n_steps,
         deterministic=True,
         logger=logger,
         callbacks=callbacks,
