@@ -77,6 +77,7 @@ SUMMARY_COLUMNS = {
     "code/effective_dims": "effective dims",
     "probe_accuracy": "linear probe acc.",
     "knn_accuracy": "kNN acc.",
+    "val_knn_accuracy": "kNN acc. (validation)",
     "tsne/trustworthiness": "t-SNE trustworthiness",
     "oneclass/auroc_mean": "one-class AUROC",
 }
