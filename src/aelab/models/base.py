@@ -27,8 +27,12 @@ class StepsPerCall:
     """The training step of a module whose data module may hand it a list of batches (`train.steps_per_call`).
 
     A list is trained as one optimiser step per batch, in order, under manual optimisation (which the trainer
-    switches on for it): the same steps on the same batches as one batch per call, while Lightning's fixed cost per
-    training step (hook dispatch, loop bookkeeping) is paid once per list. Subclasses define `train_batch`.
+    switches on for it): the same steps on the same batches as one batch per call. Lightning's costs per training
+    step (loop bookkeeping, batch hooks) are paid once per list, and so, as with Keras' `steps_per_execution`, are
+    its per-step optimisation hooks (`on_before_backward`, `on_after_backward`, `on_before_optimizer_step`): on one
+    device in 32-bit precision the list's other steps call `backward` and the optimiser directly and only count
+    themselves in `global_step`. Elsewhere (DDP, mixed precision: gradient sync and loss scaling live in those
+    hooks' paths) every step goes through Lightning. Subclasses define `train_batch`.
     """
 
     def train_batch(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
@@ -40,12 +44,31 @@ class StepsPerCall:
                 raise TrainingError("a list of batches needs the trainer of `build_trainer` (train.steps_per_call)")
             return self.train_batch(batch, batch_idx)
         optimizer = self.optimizers()
-        for part in batch if isinstance(batch, list) else [batch]:  # a data module of its own may yield single ones
+        parts = batch if isinstance(batch, list) else [batch]  # a data module of its own may yield single ones
+        direct = _direct_steps_allowed(self.trainer)
+        for index, part in enumerate(parts):
+            if direct and index < len(parts) - 1:
+                optimizer.optimizer.zero_grad()
+                loss = self.train_batch(part, batch_idx)
+                loss.backward()
+                optimizer.optimizer.step()
+                progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+                progress.increment_ready()
+                progress.increment_completed()  # what Lightning's optimizer wrapper counts: global_step
+                continue
             optimizer.zero_grad()
             loss = self.train_batch(part, batch_idx)
             self.manual_backward(loss)
             optimizer.step()
         return loss.detach()
+
+
+def _direct_steps_allowed(trainer: L.Trainer) -> bool:
+    """One device, plain 32-bit precision: nothing in Lightning's backward and step paths changes the step."""
+    from lightning.pytorch.plugins.precision import Precision
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    return type(trainer.strategy) is SingleDeviceStrategy and type(trainer.precision_plugin) is Precision
 
 
 class AutoencoderModule(StepsPerCall, EncodeDecode, L.LightningModule):
