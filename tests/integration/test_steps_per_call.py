@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.loggers import Logger
 from sklearn.datasets import load_digits
 
 from aelab.config import load_params
@@ -69,6 +70,42 @@ def test_grouped_steps_train_to_the_same_weights_and_checkpoint(tmp_path, digits
     state_one, state_three = last_one["optimizer_states"][0]["state"], last_three["optimizer_states"][0]["state"]
     assert all(torch.equal(state_one[p]["exp_avg"], state_three[p]["exp_avg"]) for p in state_one)
     assert last_one["epoch"] == last_three["epoch"]
+
+
+class StepsLogged(Logger):
+    """Records the step each metric was written at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: dict[str, list[int]] = {}
+
+    name, version = "steps", "0"
+
+    def log_metrics(self, metrics, step=None) -> None:
+        for key in metrics:
+            self.steps.setdefault(key, []).append(step)
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+
+def test_metrics_are_written_on_the_optimiser_step_axis(digits) -> None:
+    """Epoch metrics at the same steps whatever the grouping; the step loss every `log_every_n_steps` (2) steps,
+    written at the end of the call that took it (3 steps per call: one log per call)."""
+    logged = {}
+    for k in (1, 3):
+        logger = StepsLogged()
+        fit_module(
+            params(f"train.steps_per_call={k}", "variants.undercomplete.max_epochs=2"),
+            "undercomplete",
+            digits,
+            logger=logger,
+        )
+        logged[k] = logger.steps
+    assert logged[1]["val/loss"] == logged[3]["val/loss"] == [9, 19]
+    assert logged[1]["train/loss"] == logged[3]["train/loss"]
+    assert logged[1]["train/loss_step"] == [1, 3, 5, 7, 9, 11, 13, 15, 17, 19]
+    assert logged[3]["train/loss_step"] == [2, 5, 8, 9, 12, 15, 18, 19]  # 10 batches per epoch: calls of 3, 3, 3, 1
 
 
 def test_steps_per_call_with_gradient_accumulation_is_a_config_error() -> None:

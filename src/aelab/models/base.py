@@ -35,6 +35,9 @@ class StepsPerCall:
     hooks' paths) every step goes through Lightning. Subclasses define `train_batch`.
     """
 
+    step_log_interval: int | None = None
+    """Optimiser steps between step-level logs when steps are grouped (the trainer then writes logs every call)."""
+
     def train_batch(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         raise NotImplementedError
 
@@ -60,6 +63,8 @@ class StepsPerCall:
             loss = self.train_batch(part, batch_idx)
             self.manual_backward(loss)
             optimizer.step()
+        # Lightning counts one logged step per call; the metrics' step axis counts optimiser steps, as without groups
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped += len(parts) - 1
         return loss.detach()
 
 
@@ -184,7 +189,7 @@ class AutoencoderModule(StepsPerCall, EncodeDecode, L.LightningModule):
                 self.accumulate("train", "mse", F.mse_loss(recon, batch[1]), n)
         if (self.global_step + 1) % self.check_finite_every_n_steps == 0:  # optimiser steps, grouped or not
             self._check_finite(loss)
-        if (batch_idx + 1) % self.trainer.log_every_n_steps == 0:  # Lightning steps, as the trainer writes logs
+        if (self.global_step + 1) % (self.step_log_interval or self.trainer.log_every_n_steps) == 0:
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=n, prog_bar=True)
         return loss
 

@@ -40,11 +40,16 @@ class FreshStart(L.Callback):
 class StepsPerCallOptimisation(L.Callback):
     """`train.steps_per_call` > 1: the module trains each list of batches itself (`models.base.StepsPerCall`), so
     optimisation is manual, and the epoch's learning-rate schedule is stepped where Lightning steps it otherwise:
-    right after the epoch's last training step, before validation and the epoch-end checkpoint."""
+    right after the epoch's last training step, before validation and the epoch-end checkpoint. The trainer writes
+    logs after every call; the module logs its step loss every `log_every_n_steps` optimiser steps."""
+
+    def __init__(self, log_every_n_steps: int) -> None:
+        self.log_every_n_steps = log_every_n_steps
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             pl_module.automatic_optimization = False
+            pl_module.step_log_interval = self.log_every_n_steps
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if batch_idx + 1 != trainer.num_training_batches:
@@ -87,8 +92,8 @@ def build_trainer(
         overrides.setdefault("plugins", [AtomicCheckpointIO()])
     log_every_n_steps = t.log_every_n_steps
     if t.steps_per_call > 1:
-        callbacks.append(StepsPerCallOptimisation())
-        log_every_n_steps = max(1, t.log_every_n_steps // t.steps_per_call)  # counted in calls, not steps
+        callbacks.append(StepsPerCallOptimisation(t.log_every_n_steps))
+        log_every_n_steps = 1  # what the module logged during a call is written at its end
     if t.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=t.early_stopping_patience))
     options: dict[str, Any] = dict(
