@@ -254,9 +254,7 @@ class AutoencoderDataModule(L.LightningDataModule):
         moved = [t if t.device == device else t.to(device, non_blocking=True) for t in (x, *neighbours)]
         return moved[0], number, *moved[1:]
 
-    def on_after_batch_transfer(
-        self, batch: tuple[Tensor, ...] | list, dataloader_idx: int
-    ) -> tuple[Tensor, ...] | list:
+    def on_after_batch_transfer(self, batch: Batch | list[Batch], dataloader_idx: int) -> Batch | list[Batch]:
         """(corrupted, clean), plus the rows' drawn neighbours (clean) where the variant asks for them; each batch
         of a list is corrupted by its own number, so the noise does not depend on `steps_per_call`."""
         if isinstance(batch, list):

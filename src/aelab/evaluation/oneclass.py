@@ -182,7 +182,7 @@ class AutoencoderCodeModel:
         return self.reducer.transform(x)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        return self.reducer.inverse_transform(self.reducer.transform(x))
+        return self.reducer.reconstruct(x)
 
     def pathway(self, x: np.ndarray) -> np.ndarray:
         parts = []

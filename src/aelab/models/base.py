@@ -37,6 +37,8 @@ class StepsPerCall:
 
     step_log_interval: int | None = None
     """Optimiser steps between step-level logs when steps are grouped (the trainer then writes logs every call)."""
+    direct_steps: bool = False
+    """Whether a call's steps but the last may bypass Lightning's optimisation path (set once, at setup)."""
 
     def train_batch(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         raise NotImplementedError
@@ -48,7 +50,7 @@ class StepsPerCall:
             return self.train_batch(batch, batch_idx)
         optimizer = self.optimizers()
         parts = batch if isinstance(batch, list) else [batch]  # a data module of its own may yield single ones
-        direct = _direct_steps_allowed(self.trainer)
+        direct = self.direct_steps
         for index, part in enumerate(parts):
             if direct and index < len(parts) - 1:
                 optimizer.optimizer.zero_grad()
@@ -68,7 +70,7 @@ class StepsPerCall:
         return loss.detach()
 
 
-def _direct_steps_allowed(trainer: L.Trainer) -> bool:
+def direct_steps_allowed(trainer: L.Trainer) -> bool:
     """One device, plain 32-bit precision: nothing in Lightning's backward and step paths changes the step."""
     from lightning.pytorch.plugins.precision import Precision
     from lightning.pytorch.strategies import SingleDeviceStrategy

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from aelab.config import Params
+from aelab.models.base import direct_steps_allowed
 from aelab.paths import COMPLETE_MARKER
 
 
@@ -50,6 +51,7 @@ class StepsPerCallOptimisation(L.Callback):
         if stage == "fit":
             pl_module.automatic_optimization = False
             pl_module.step_log_interval = self.log_every_n_steps
+            pl_module.direct_steps = direct_steps_allowed(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if batch_idx + 1 != trainer.num_training_batches:
