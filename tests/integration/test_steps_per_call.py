@@ -64,6 +64,7 @@ def test_grouped_steps_train_to_the_same_weights_and_checkpoint(tmp_path, digits
         not three.trainer.lightning_module.automatic_optimization
         and one.trainer.lightning_module.automatic_optimization
     )
+    assert three.trainer.lightning_module.direct_steps  # one CPU, fp32: the steps before a call's last went direct
     weights_one, weights_three = one.trainer.lightning_module.state_dict(), three.trainer.lightning_module.state_dict()
     assert all(torch.equal(weights_one[k], weights_three[k]) for k in weights_one)
     assert last_one["lr_schedulers"] == last_three["lr_schedulers"]
