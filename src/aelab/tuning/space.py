@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 import yaml
-from optuna.trial import FrozenTrial
 
 from aelab.config import SPACE_OF, TUNABLE, Params, TuneConfig
 from aelab.data.prepared import PreparedData
@@ -15,6 +13,10 @@ from aelab.errors import ConfigError
 from aelab.models.components import plan_blocks
 from aelab.paths import BEST_PARAMS_FILE
 from aelab.training.digest import PLACEMENT_KEYS, digest
+
+if TYPE_CHECKING:  # Optuna is imported where trials are run: `aelab train --variant tuned` needs only the YAML
+    import optuna
+    from optuna.trial import FrozenTrial
 
 SEARCH_VERSION = 1
 """Bumped when the trial procedure changes, so old studies are not continued with different trials."""
@@ -95,7 +97,9 @@ def study_name(params: Params, digest: str) -> str:
 
 def trial_values(trial: FrozenTrial, cfg: TuneConfig, default_lr: float) -> dict[str, Any]:
     """All settings of a finished trial (sampled ones from the trial, fixed ones from the space)."""
-    fixed = optuna.trial.FixedTrial(trial.params)
+    from optuna.trial import FixedTrial
+
+    fixed = FixedTrial(trial.params)
     return suggest(fixed, cfg, default_lr)
 
 
