@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -221,6 +223,21 @@ def test_mlflow_pyfunc_serves_the_codes_of_aelab_encode(tmp_path):
     )
     assert mlflow.MlflowClient().get_registered_model("aelab-undercomplete").name == "aelab-undercomplete"
     assert not list((tmp_path / "mlruns").rglob("*.pkl"))  # a model from code: nothing of ours pickled
+    pinned = mlflow.pyfunc.get_model_dependencies(info.model_uri)
+    names = {line.split("==")[0] for line in Path(pinned).read_text().split()}
+    assert "lightning" not in names and {"torch", "numpy", "scikit-learn"} <= names
+
+
+def test_the_pinned_serving_packages_are_the_ones_serving_imports():
+    from aelab.serving.pyfunc import RUNTIME_PACKAGES
+
+    code = "import aelab.serving.pyfunc, aelab.serving.model, sys; print(' '.join(sorted(sys.modules)))"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
+    )
+    assert set(RUNTIME_PACKAGES.values()) <= loaded
+    assert "lightning" not in loaded
 
 
 def test_bench_encode_smoke(capsys):

@@ -44,7 +44,7 @@ def trained(variant: str):
 def test_using_a_model_does_not_import_lightning():
     code = (
         "import aelab.stages.reduce, aelab.reducers, aelab.serving.model, aelab.serving.commands, "
-        "aelab.serving.export, aelab.models.networks; import sys; "
+        "aelab.serving.export, aelab.serving.pyfunc, aelab.models.networks; import sys; "
         "print(sorted(m for m in ('lightning', 'torchmetrics', 'optuna') if m in sys.modules))"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -23,7 +23,17 @@ from aelab.serving.bundle import read_bundle
 
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 OUTPUTS = ("codes", "score", "reconstruction", "is_anomaly")
-RUNTIME_PACKAGES = ("torch", "lightning", "numpy", "pandas", "scikit-learn", "pydantic", "pyyaml", "pyarrow", "rich")
+RUNTIME_PACKAGES = {
+    "torch": "torch",
+    "numpy": "numpy",
+    "pandas": "pandas",
+    "scikit-learn": "sklearn",
+    "pydantic": "pydantic",
+    "pyyaml": "yaml",
+    "pyarrow": "pyarrow",
+}
+"""The packages serving imports (distribution: module), pinned in the logged model's requirements. Not Lightning:
+a model is loaded and run without it (`aelab.serving.model`)."""
 
 
 class AelabPyfunc(PythonModel):
