@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -23,6 +26,14 @@ from tests.conftest import REPO, TINY_PARAMS
 
 
 # ---- the repository's params -----------------------------------------------------------------------------------
+def imported_modules(*modules: str) -> set[str]:
+    """Every module a fresh interpreter has loaded after importing `modules` (what a process of ours pays for)."""
+    code = f"import sys, {', '.join(modules)}; print(' '.join(sys.modules))"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return set(result.stdout.split())
+
+
 def repo_params(*overrides: str):
     """The checkout's params.yaml with `--set`-style overrides."""
     return load_params(REPO / "params.yaml", overrides)
