@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -90,6 +91,49 @@ def test_oneclass_protocol_trains_convolutional_and_pretrained_variants(tmp_path
     assert oneclass.AutoencoderReducer.load(model).module_.code_dim == 4
     phases = sorted(p.name for p in model.parent.glob("pretrain/layer*.pt"))
     assert phases == (["layer1.pt", "layer2.pt", "layer3.pt"] if variant == "stacked_conv" else [])  # blocks, code
+
+
+def shapes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """8x8 images: class 0 a bright corner with a bar (every rotation and flip of it looks different), class 1 a
+    centred square (the same under all eight), with noise."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.0, 0.2, size=(2 * n, 8, 8))
+    images[:n, :3, :3] += 0.7
+    images[:n, 0, 3:7] += 0.7
+    images[n:, 2:6, 2:6] += 0.7
+    order = rng.permutation(2 * n)
+    labels = np.repeat([0, 1], n)
+    return images.reshape(2 * n, 64)[order].clip(0, 1).astype(np.float32), labels[order]
+
+
+def test_oneclass_transformation_score_reads_the_head_trained_with_the_reconstruction(tmp_path):
+    """The head learns which rotation or flip turned a normal image; on the other class, which looks the same
+    under all eight, it cannot tell, so the transformation score ranks it as anomalous. PCA has no head: its row
+    is its mse score."""
+    overrides = [
+        "evaluate.oneclass.variant=conv",
+        "evaluate.oneclass.max_epochs=8",
+        "evaluate.oneclass.classes=[0]",
+        "variants.conv.code_dim=4",
+        "variants.conv.transformations={weight: 1.0}",
+        "train.batch_size=32",
+    ]
+    data = PreparedData(
+        Split(*shapes(96, 0)), Split(*shapes(24, 1)), Split(*shapes(24, 2)), meta={"image_shape": [1, 8, 8]}
+    )
+    found = {
+        score: oneclass.run_oneclass(params(*overrides, f"evaluate.oneclass.score={score}"), data, root=tmp_path)
+        for score in ("transformations", "transformations_mse", "mse")
+    }
+    assert found["transformations"].metrics("autoencoder")["oneclass/auroc_mean"] > 0.95
+    assert found["transformations_mse"].metrics("autoencoder")["oneclass/auroc_mean"] > 0.95
+    assert found["transformations"].metrics("pca") == found["mse"].metrics("pca")
+    (model_file,) = tmp_path.glob("*/class_0/model.pt")  # one model, trained once, for every score
+    model = oneclass.AutoencoderCodeModel(oneclass.AutoencoderReducer.load(model_file))
+    scores = model.transformation_nll(data.test.x)
+    # a centred square is its own rotation: the head sees one image eight times and cannot beat log 8
+    assert scores[data.test.y == 1].min() > np.log(8) - 0.1
+    assert np.median(scores[data.test.y == 0]) < np.log(8) - 0.5  # learnt: sure of the transformation
 
 
 def test_oneclass_rejects_unknown_classes(tmp_path):

@@ -193,6 +193,14 @@ class ConvBlockConfig(ConvBlockShape):
     channels: PositiveInt
 
 
+class TransformationsConfig(Section):
+    """A head on the code that tells which of eight rotations and flips was applied to an image, trained together
+    with the reconstruction (Golan and El-Yaniv, 2018): what `evaluate.oneclass.score: transformations` reads."""
+
+    weight: Annotated[float, Field(gt=0.0)] = 1.0
+    """The head's cross-entropy, added to the reconstruction loss with this weight."""
+
+
 class ConvConfig(VariantConfig):
     """A convolutional encoder (image data only), a dense bottleneck code and a mirrored decoder."""
 
@@ -202,6 +210,8 @@ class ConvConfig(VariantConfig):
     code_dim: PositiveInt
     decoder: Literal["transposed", "upsample"] = "transposed"
     """Transposed convolutions, or nearest upsampling followed by a convolution."""
+    transformations: TransformationsConfig | None = None
+    """e.g. {weight: 1.0}: a transformation-prediction head on the code (square images only)."""
 
 
 class StackedConvConfig(ConvConfig):

@@ -81,6 +81,19 @@ class Params(Section):
     tune: TuneConfig = TuneConfig()
     oneclass: OneClassModelConfig = OneClassModelConfig()
 
+    @model_validator(mode="after")
+    def _transformation_score_needs_a_head(self) -> Params:
+        oneclass = self.evaluate.oneclass
+        if oneclass.score.startswith("transformations"):
+            cfg = getattr(self.variants, oneclass.variant)
+            if getattr(cfg, "transformations", None) is None:
+                raise ValueError(
+                    f"evaluate.oneclass.score={oneclass.score} reads a transformation head, which "
+                    f"evaluate.oneclass.variant={oneclass.variant} does not have: use a conv variant with "
+                    "variants.<variant>.transformations set (e.g. {weight: 1.0})"
+                )
+        return self
+
     def variant(self, name: str) -> VariantConfig:
         if name not in VARIANTS:
             raise ConfigError(f"unknown variant {name!r}; allowed: {', '.join(VARIANTS)}")

@@ -130,14 +130,18 @@ class OneClassConfig(Section):
     """Encoder widths of the per-class models of a fully connected variant; empty means the variant's own.
     Convolutional variants take their blocks and `code_dim` from `variants.<variant>`."""
     max_epochs: PositiveInt = 30
-    score: Literal["mse", "standardized", "mahalanobis", "combined", "sap", "nap"] = "mse"
+    score: Literal[
+        "mse", "standardized", "mahalanobis", "combined", "sap", "nap", "transformations", "transformations_mse"
+    ] = "mse"
     """The anomaly score (for the autoencoder and PCA alike): mse, the mean squared reconstruction error;
     standardized, each feature's squared error over its mean on the normal training data (shrunk toward the mean
     over features), so features the normal class itself reconstructs poorly count less; mahalanobis, the code's
     distance from the normal training codes (a Gaussian fitted to them); combined, the two added, each over its
     median on the normal validation rows; sap and nap, RAPP's reconstruction along the projection pathway (the
     input and its reconstruction fed through the encoder, every layer's activations compared), summed or
-    whitened on the normal training rows."""
+    whitened on the normal training rows; transformations, a conv model's transformation head (Golan and
+    El-Yaniv: how unsure it is which rotation or flip was applied; needs variants.<variant>.transformations),
+    and transformations_mse, that plus the mse as in combined. PCA is scored by its mse under these two."""
     threshold_percentile: Annotated[float, Field(gt=0.0, le=100.0)] = 95.0
     """The anomaly threshold: this percentile of the scores of the normal-only validation samples."""
     pca_components: PositiveInt | None = None

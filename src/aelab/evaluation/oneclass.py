@@ -11,7 +11,11 @@ PCA fitted on the same class, scored by its own reconstruction error, is the cla
 Two more scores read the code as well (as DAGMM combines a density of the codes with the reconstruction error):
 `mahalanobis`, the squared distance of a sample's code from the normal class's training codes under a Gaussian
 fitted to them (Ledoit-Wolf shrinkage); and `combined`, the mse plus the squared Mahalanobis distance, each over
-its median on the normal class's validation rows (which no model was fitted on). Each class also gets a validation
+its median on the normal class's validation rows (which no model was fitted on). A conv model trained with a
+transformation head (`variants.<conv variant>.transformations`) offers Golan and El-Yaniv's score,
+`transformations` (the head's mean negative log-probability of the eight rotations and flips), and
+`transformations_mse` (that plus the mse, each over its median as in `combined`); PCA, which has no head, is
+scored by its mse there. Each class also gets a validation
 AUROC: its normal validation rows against the validation rows of every other class, training data only, so that a
 score can be chosen without the test split.
 
@@ -39,8 +43,9 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score, roc_
 
 from aelab.config import OneClassConfig, OneClassModelConfig, Params
 from aelab.data.prepared import PreparedData, Split
-from aelab.errors import DataError
+from aelab.errors import ConfigError, DataError
 from aelab.models import save_model
+from aelab.models.transformations import transformation_nll
 from aelab.paths import MODEL_FILE, ONECLASS_CHECKPOINTS
 from aelab.reducers import AutoencoderReducer
 from aelab.training.run import checkpoint_dir, fit_module
@@ -184,6 +189,18 @@ class AutoencoderCodeModel:
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         return self.reducer.reconstruct(x)
 
+    def transformation_nll(self, x: np.ndarray) -> np.ndarray:
+        """Golan and El-Yaniv's score from the model's transformation head (`models.transformations`)."""
+        module = self.reducer.module_
+        if module.transform_head is None:
+            raise ConfigError(
+                f"evaluate.oneclass.score: the {module.variant} model has no transformation head; "
+                f"set variants.{module.variant}.transformations (e.g. {{weight: 1.0}}) or choose another score"
+            )
+        rows = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        image_shape = module.hparams["image_shape"]
+        return transformation_nll(module.encoder, module.transform_head, rows, image_shape, self.batch_size).numpy()
+
     def pathway(self, x: np.ndarray) -> np.ndarray:
         parts = []
         with torch.inference_mode():
@@ -250,6 +267,11 @@ def fit_score(model: CodeModel, subset: PreparedData, score: str) -> Callable[[n
     if score == "nap":
         normalized = NormalizedPathway(pathway_differences(model, subset.train.x))
         return lambda x: normalized(pathway_differences(model, x))
+    if score.startswith("transformations"):
+        head = getattr(model, "transformation_nll", None)
+        if head is None:  # PCA has no head: its row is scored by its reconstruction error
+            return mse
+        return head if score == "transformations" else scaled_sum([mse, head], subset.val.x)
     density = LedoitWolf().fit(model.transform(subset.train.x).astype(np.float64))
 
     def mahalanobis(x: np.ndarray) -> np.ndarray:
@@ -257,10 +279,14 @@ def fit_score(model: CodeModel, subset: PreparedData, score: str) -> Callable[[n
 
     if score == "mahalanobis":
         return mahalanobis
-    # Each part over its median on the normal validation rows: a part counts by how many times its usual size it
-    # is, and an unusually small part (a perfect reconstruction) cannot cancel an unusually large other one.
+    return scaled_sum([mse, mahalanobis], subset.val.x)
+
+
+def scaled_sum(parts: list[Callable[[np.ndarray], np.ndarray]], normal_val: np.ndarray) -> Callable:
+    """The parts added, each over its median on the normal validation rows: a part counts by how many times its
+    usual size it is, and an unusually small part (a perfect reconstruction) cannot cancel an unusually large one."""
     tiny = np.finfo(np.float64).tiny
-    scaled = [(f, np.median(f(subset.val.x)) + tiny) for f in (mse, mahalanobis)]
+    scaled = [(f, np.median(f(normal_val)) + tiny) for f in parts]
     return lambda x: sum(f(x) / usual for f, usual in scaled)
 
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from aelab.errors import CheckpointError, ConfigError
 from aelab.models.components import DecoderStack, EncoderStack, conv_stack, mlp_stack
+from aelab.models.transformations import build_transformation_head
 
 Networks = tuple[EncoderStack, DecoderStack]
 
@@ -112,6 +113,8 @@ class Autoencoder(EncodeDecode, nn.Module):
         self.input_dim = int(hparams["input_dim"])
         self.hidden_dims = [int(d) for d in hparams["hidden_dims"]]
         self.encoder, self.decoder = build_networks(variant, hparams)
+        self.transform_head = build_transformation_head(hparams)
+        """The transformation-prediction head of a conv model trained with one, else None."""
 
 
 def save_model(module: nn.Module, path: Path) -> None:
@@ -144,15 +147,16 @@ def read_model_file(path: Path) -> dict[str, Any]:
 def load_networks(path: Path) -> Autoencoder:
     """A saved model rebuilt for inference (eval mode), without Lightning.
 
-    Only the network weights are read (keys under `encoder.` and `decoder.`); a missing or misshapen one is a
-    `CheckpointError` naming the file.
+    Only the network weights are read (keys under `encoder.` and `decoder.`, and `transform_head.` where the model
+    has one); a missing or misshapen one is a `CheckpointError` naming the file.
     """
     payload = read_model_file(path)
     try:
         model = Autoencoder(payload["variant"], payload["hparams"])
     except Exception as err:  # noqa: BLE001 - a bad variant or hparams mean the file is not usable
         raise CheckpointError(f"{path}: not a readable aelab model file ({type(err).__name__}: {err})") from None
-    state = {k: v for k, v in payload["state_dict"].items() if k.startswith(("encoder.", "decoder."))}
+    networks = ("encoder.", "decoder.", "transform_head.")
+    state = {k: v for k, v in payload["state_dict"].items() if k.startswith(networks)}
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     if missing:

@@ -63,6 +63,8 @@ def module_options(
             blocks=[{**b.model_dump(), "activation": b.activation or activation} for b in cfg.blocks],
             decoder=cfg.decoder,
         )
+        if cfg.transformations is not None:
+            options.update(transformation_weight=cfg.transformations.weight)
     return options
 
 
