@@ -119,15 +119,19 @@ def uninterruptible() -> Iterator[None]:
 class UninterruptibleMLFlowLogger(MLFlowLogger):
     """Each write to the store completes before Ctrl-C is delivered (see `uninterruptible`).
 
-    Step-level metrics (Lightning logs them every `log_every_n_steps` steps; their keys end in `_step`) are
-    collected and written in one batch with the next epoch-level metrics, at a checkpoint, at the end of the fit
-    or test, or `flush_seconds` after the last write: one SQLite transaction costs milliseconds, and a small
-    model's epoch would otherwise pay for dozens of them. Keys, values, steps and timestamps are those of the
-    calls. At most the step metrics of an unfinished epoch are lost to a SIGKILL; resuming repeats that epoch.
-    Defined at module level: `ddp_spawn` pickles the trainer and its loggers into the worker processes.
+    Metrics are collected and written in batches at epoch boundaries: when a training epoch starts
+    (`aelab.training.trainer.WriteMetricsPerEpoch` calls `epoch_started`) and at least `epoch_write_seconds` have
+    passed since the last write, at the end of the fit or test, or `flush_seconds` after the last write within a
+    long epoch; a call without a step (outside a fit) is written at once. One SQLite transaction costs
+    milliseconds to tens of milliseconds (a commit is an fsync), and the 80 small epochs of a digits model would
+    otherwise pay for 160 of them. Keys, values, steps and timestamps are those of the calls. A SIGKILL loses at
+    most the metrics of the last `epoch_write_seconds` and of the unfinished epoch (a resumed run repeats only
+    the unfinished one; Ctrl-C loses nothing). Defined at module level: `ddp_spawn` pickles the trainer and its
+    loggers into the worker processes.
     """
 
     flush_seconds = 30.0
+    epoch_write_seconds = 2.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -157,9 +161,8 @@ class UninterruptibleMLFlowLogger(MLFlowLogger):
             key = f"{self._prefix}{self.LOGGER_JOIN_CHAR}{key}" if self._prefix else key
             key = re.sub("[^a-zA-Z0-9_/. -]+", "", key)
             self._pending.append(Metric(key=key, value=float(value), timestamp=timestamp_ms, step=step or 0))
-        step_level = step is not None and all(key.endswith("_step") for key in metrics if key != "epoch")
-        if not step_level or time.monotonic() - self._last_write >= self.flush_seconds:
-            self.flush()
+        if step is None or time.monotonic() - self._last_write >= self.flush_seconds:
+            self.flush()  # a call from outside a fit (no step) is written at once
 
     @rank_zero_only
     def flush(self) -> None:
@@ -172,6 +175,10 @@ class UninterruptibleMLFlowLogger(MLFlowLogger):
                 )
         self._last_write = time.monotonic()
 
+    def epoch_started(self) -> None:
+        if time.monotonic() - self._last_write >= self.epoch_write_seconds:
+            self.flush()
+
     def finalize(self, status: str = "success") -> None:
         if self._pending:
             self.flush()
@@ -179,8 +186,6 @@ class UninterruptibleMLFlowLogger(MLFlowLogger):
             super().finalize(status)
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        if self._pending:
-            self.flush()
         with uninterruptible():
             super().after_save_checkpoint(checkpoint_callback)
 

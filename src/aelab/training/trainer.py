@@ -61,6 +61,17 @@ class StepsPerCallOptimisation(L.Callback):
                 config.scheduler.step()
 
 
+class WriteMetricsPerEpoch(L.Callback):
+    """Tells the loggers that batch their writes (`aelab.tracking.UninterruptibleMLFlowLogger`) that an epoch has
+    ended: the previous epoch's training and validation metrics are all logged when the next one starts."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for logger in trainer.loggers:
+            epoch_started = getattr(logger, "epoch_started", None)
+            if callable(epoch_started):
+                epoch_started()
+
+
 def show_progress(setting: bool | None) -> bool:
     """`train.progress_bar`, where empty means: a person is watching (stderr is a terminal and this is not CI)."""
     if setting is not None:
@@ -83,7 +94,7 @@ def build_trainer(
     for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     t = params.train
-    callbacks = list(callbacks or [])
+    callbacks = [*(callbacks or []), WriteMetricsPerEpoch()]
     if ckpt_dir is not None:
         callbacks.append(
             ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_last=True)
