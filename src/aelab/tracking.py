@@ -119,19 +119,17 @@ def uninterruptible() -> Iterator[None]:
 class UninterruptibleMLFlowLogger(MLFlowLogger):
     """Each write to the store completes before Ctrl-C is delivered (see `uninterruptible`).
 
-    Metrics are collected and written in batches at epoch boundaries: when a training epoch starts
-    (`aelab.training.trainer.WriteMetricsPerEpoch` calls `epoch_started`) and at least `epoch_write_seconds` have
-    passed since the last write, at the end of the fit or test, or `flush_seconds` after the last write within a
-    long epoch; a call without a step (outside a fit) is written at once. One SQLite transaction costs
-    milliseconds to tens of milliseconds (a commit is an fsync), and the 80 small epochs of a digits model would
-    otherwise pay for 160 of them. Keys, values, steps and timestamps are those of the calls. A SIGKILL loses at
-    most the metrics of the last `epoch_write_seconds` and of the unfinished epoch (a resumed run repeats only
-    the unfinished one; Ctrl-C loses nothing). Defined at module level: `ddp_spawn` pickles the trainer and its
-    loggers into the worker processes.
+    Metrics are collected and written in one batch per epoch: when the next training epoch starts
+    (`aelab.training.trainer.WriteMetricsPerEpoch`, the first callback to run there), at the end of the fit or
+    test, or `flush_seconds` after the last write within a long epoch; a call without a step (outside a fit) is
+    written at once. One SQLite transaction costs milliseconds to tens of milliseconds (a commit is an fsync),
+    and an epoch would otherwise pay for two or more. Keys, values, steps and timestamps are those of the calls.
+    A SIGKILL loses at most the metrics of the unfinished epoch, which a resumed run repeats (and, in the moment
+    between an epoch's checkpoint and the next epoch's start, that epoch's; Ctrl-C loses nothing). Defined at
+    module level: `ddp_spawn` pickles the trainer and its loggers into the worker processes.
     """
 
     flush_seconds = 30.0
-    epoch_write_seconds = 2.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -174,10 +172,6 @@ class UninterruptibleMLFlowLogger(MLFlowLogger):
                     run_id=self.run_id, metrics=pending[start : start + 1000], **self._log_batch_kwargs
                 )
         self._last_write = time.monotonic()
-
-    def epoch_started(self) -> None:
-        if time.monotonic() - self._last_write >= self.epoch_write_seconds:
-            self.flush()
 
     def finalize(self, status: str = "success") -> None:
         if self._pending:

@@ -62,14 +62,15 @@ class StepsPerCallOptimisation(L.Callback):
 
 
 class WriteMetricsPerEpoch(L.Callback):
-    """Tells the loggers that batch their writes (`aelab.tracking.UninterruptibleMLFlowLogger`) that an epoch has
-    ended: the previous epoch's training and validation metrics are all logged when the next one starts."""
+    """Has the loggers that batch their writes (`aelab.tracking.UninterruptibleMLFlowLogger`) write what the
+    previous epoch logged (its training and validation metrics) when the next epoch starts, before any other
+    callback runs there."""
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for logger in trainer.loggers:
-            epoch_started = getattr(logger, "epoch_started", None)
-            if callable(epoch_started):
-                epoch_started()
+            flush = getattr(logger, "flush", None)
+            if callable(flush):
+                flush()
 
 
 def show_progress(setting: bool | None) -> bool:
@@ -94,7 +95,7 @@ def build_trainer(
     for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     t = params.train
-    callbacks = [*(callbacks or []), WriteMetricsPerEpoch()]
+    callbacks = [WriteMetricsPerEpoch(), *(callbacks or [])]
     if ckpt_dir is not None:
         callbacks.append(
             ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="min", save_last=True)
