@@ -8,8 +8,9 @@ Two modes:
 - epoch (`--epoch`): one whole epoch after an untimed warm-up epoch, with validation, checkpoints and an MLflow
   logger as the pipeline configures them, against a bare loop doing the same work (training epoch, validation
   pass, `torch.save` of the weights and optimiser state). See `aelab.bench_epoch`.
-Timings drift on a busy machine, so the paths alternate (bare, lightning, bare, lightning, ...) `repeats` times
-and the ratio is the median of the ratios of adjacent pairs; the range of those pair ratios is its spread.
+Timings drift on a busy machine, so the paths run in `repeats` adjacent pairs, the first path of a pair
+alternating (bare then lightning, lightning then bare, ...) so that neither always runs second, and the ratio is
+the median of the pairs' ratios; the range of those pair ratios is its spread.
 The matmul FLOPs of one training step (counted with `torch.utils.flop_counter`) are compared with the sgemm
 throughput measured in the same run, on a square 1024 x 1024 product and on the step's own matmul shapes.
 """
@@ -55,7 +56,7 @@ class BenchOptions:
     variant: str = "undercomplete"
     steps: int = 300
     warmup: int = 30
-    repeats: int = 5
+    repeats: int = 9
     data: str = "synthetic"
     data_path: str | None = None
     samples: int = 60_000
@@ -79,7 +80,7 @@ class PathResult:
 
 @dataclass
 class BenchResult:
-    """Every interleaved run of both paths (`lightning_runs[i]` ran right after `bare_runs[i]`)."""
+    """Every interleaved run of both paths (`lightning_runs[i]` and `bare_runs[i]` ran one right after the other)."""
 
     lightning_runs: list[PathResult]
     bare_runs: list[PathResult]
@@ -332,7 +333,7 @@ def run_bench(
     device = bench_device(params)
     runs: dict[str, list[PathResult]] = {"bare": [], "lightning": []}
     for repeat in range(options.repeats):
-        for name in ("bare", "lightning"):
+        for name in ("bare", "lightning") if repeat % 2 == 0 else ("lightning", "bare"):
             progress(f"repeat {repeat + 1}/{options.repeats}: {name}")
             module = copy.deepcopy(initial)
             if options.epoch:

@@ -96,7 +96,7 @@ def _add_bench(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     bench.add_argument("--steps", type=int, help="timed steps per path (default 300)")
     bench.add_argument("--warmup", type=int, help="untimed steps before them (default 30)")
     bench.add_argument(
-        "--repeats", type=int, help="interleaved runs of each path; the ratio is the median pair's (default 5)"
+        "--repeats", type=int, help="interleaved runs of each path; the ratio is the median pair's (default 9)"
     )
     bench.add_argument("--data", choices=BENCH_DATA, help="default synthetic: random rows, MNIST-sized")
     bench.add_argument("--data-path", help="IDX folder (mnist, fashion-mnist) or prepared folder")

@@ -86,6 +86,25 @@ def test_epoch_mode_times_whole_epochs_with_validation_checkpoints_and_logging(
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "data").exists()  # throw-away store and folders
 
 
+def test_the_first_path_of_a_pair_alternates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aelab.bench import BenchOptions, run_bench
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AELAB_PROJECT_ROOT", str(tmp_path))
+    order: list[str] = []
+    options = BenchOptions(steps=2, warmup=1, repeats=3, samples=256, features=64)
+    result = run_bench(params("variants.undercomplete.hidden_dims=[16, 4]"), options, order.append)
+    assert [message.split(": ")[1] for message in order] == [
+        "bare",
+        "lightning",
+        "lightning",
+        "bare",
+        "bare",
+        "lightning",
+    ]
+    assert len(result.pair_ratios) == 3
+
+
 def test_threads_divide_the_cores_and_honour_omp(monkeypatch: pytest.MonkeyPatch) -> None:
     from aelab import threads
 
