@@ -44,3 +44,12 @@ def test_curves_are_written_once_per_epoch_without_preparing_studio_data(tmp_pat
     update_train_epoch_metrics()
     summary = json.loads((tmp_path / "curves" / "metrics.json").read_text())
     assert summary["val"]["loss"] == 0.25 and summary["train"]["loss"] == 0.5 and summary["step"] == 3
+
+
+def test_ranks_other_than_zero_keep_lightnings_dummy_experiment() -> None:
+    """Under DDP, ranks above zero get a dummy whose every attribute is a no-op method, not a `Live`."""
+    from lightning.pytorch.loggers.logger import DummyExperiment
+
+    from aelab.training.curves import studio_is_off
+
+    assert not studio_is_off(DummyExperiment())

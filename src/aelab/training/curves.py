@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from dvclive import Live
 from dvclive.lightning import DVCLiveLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -33,8 +34,12 @@ def called_from(names: frozenset[str]) -> bool:
 
 
 def studio_is_off(live: Any) -> bool:
-    """DVCLive decided at start not to send data to DVC Studio (no Studio token or repository configured)."""
-    return "data" in getattr(live, "_studio_events_to_skip", ())
+    """DVCLive decided at start not to send data to DVC Studio (no Studio token or repository configured).
+
+    Ranks other than zero get Lightning's dummy experiment, whose every attribute is a no-op method: not a `Live`.
+    """
+    skipped = getattr(live, "_studio_events_to_skip", ()) if isinstance(live, Live) else ()
+    return isinstance(skipped, set | frozenset) and "data" in skipped
 
 
 class CurvesLogger(DVCLiveLogger):
