@@ -307,11 +307,10 @@ def exit_now(code: int) -> NoReturn:
     After a command, Python's shutdown clears every imported module one by one; with torch, Lightning and MLflow
     loaded that takes 1-2 s, paid again by each of the pipeline's stages. Here started threads are waited for, the
     exit handlers run (MLflow, logging) and the output is flushed, as at a normal exit; only the teardown is skipped.
+    Threads are waited for by the interpreter's own first exit step, `threading._shutdown`: it also tells idle
+    thread-pool workers (MLflow's artifact uploads) to leave, which joining them alone would wait for forever.
     """
-    main_thread = threading.main_thread()
-    for thread in threading.enumerate():
-        if thread is not main_thread and not thread.daemon:
-            thread.join()
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()

@@ -30,6 +30,22 @@ def test_exit_now_keeps_what_a_normal_exit_does(tmp_path: Path) -> None:
     assert marker.read_text() == "written"  # the thread was waited for
 
 
+POOL_SCRIPT = """
+from concurrent.futures import ThreadPoolExecutor
+from aelab.cli import exit_now
+
+pool = ThreadPoolExecutor(max_workers=2)  # kept referenced, as MLflow keeps its artifact upload pool
+pool.submit(print, "pool task ran").result()
+exit_now(0)
+"""
+
+
+def test_exit_now_does_not_wait_forever_on_an_idle_thread_pool() -> None:
+    """Idle pool workers are not daemons and only leave when told that the interpreter shuts down."""
+    done = subprocess.run([sys.executable, "-c", POOL_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "pool task ran" in done.stdout
+
+
 def test_the_console_script_is_the_fast_exit_one() -> None:
     import tomllib
 
