@@ -1,7 +1,9 @@
 """Dimensionality reduction with scikit-learn's fit/transform shape, for autoencoders as for PCA.
 
 The pipeline's stages work on the prepared (already scaled) splits, so `AutoencoderReducer` applies a bare
-`model.pt` without any scaling. For raw data use a model bundle: `aelab.load("data/models/<name>")`.
+`model.pt` without any scaling. For raw data use a model bundle: `aelab.load("data/models/<name>")`, which is
+also a full scikit-learn estimator (`clone`, pipelines). The reducer imports torch only, not scikit-learn: the
+`reduce` stage of each variant starts about 1 s sooner.
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ from typing import Any
 from aelab.errors import CheckpointError
 from aelab.models.networks import load_networks
 from aelab.serving.bundle import Preprocessing
-from aelab.serving.model import AutoencoderModel
+from aelab.serving.inference import AutoencoderInference
 
 
-class AutoencoderReducer(AutoencoderModel):
+class AutoencoderReducer(AutoencoderInference):
     """A trained model file applied to scaled rows: `transform` = encode, `inverse_transform` = decode.
 
-    `fit` only loads the file (the model is trained by `aelab train`), so the reducer clones and refits like any
-    scikit-learn transformer.
+    `fit` only loads the file (the model is trained by `aelab train`).
     """
 
     @classmethod

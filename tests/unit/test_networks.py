@@ -50,6 +50,11 @@ def test_using_a_model_does_not_import_lightning():
     assert not loaded & {"lightning", "torchmetrics", "optuna"}
 
 
+def test_a_variants_reduce_stage_does_not_import_scikit_learn():
+    """About 1 s per process; only the PCA branch of `reduce` needs it."""
+    assert "sklearn" not in imported_modules("aelab.stages.reduce", "aelab.reducers")
+
+
 def test_training_stages_do_not_import_optuna():
     assert "optuna" not in imported_modules("aelab.stages.train")
 

@@ -19,7 +19,7 @@ from aelab.errors import CheckpointError, DataError
 from aelab.evaluation.oneclass import error_weights, per_sample_error
 from aelab.reducers import AutoencoderReducer
 from aelab.serving.bundle import read_bundle, write_bundle
-from aelab.serving.model import InputScaling
+from aelab.serving.inference import InputScaling
 from tests.helpers import TABLE_COLUMNS, digits_bundle, table_bundle
 
 
@@ -115,7 +115,7 @@ def test_api_matches_the_pipelines_reducer(digits_model, digits_x):
     reducer = AutoencoderReducer.load(folder / "model.pt")
     expected = reducer.transform(scaler.transform(digits_x))
     np.testing.assert_allclose(aelab.load(folder).encode(digits_x), expected, atol=1e-5)
-    assert clone(reducer).fit().module_.code_dim == 8
+    assert clone(aelab.load(folder)).fit().module_.code_dim == 8  # the public model is a scikit-learn estimator
 
 
 def test_dataframe_columns_are_matched_by_name(tmp_path):

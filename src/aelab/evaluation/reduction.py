@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.metrics import r2_score
 
 from aelab.data.prepared import SPLITS, PreparedData
 
@@ -38,6 +36,8 @@ def explained_variance(clean: np.ndarray, reconstruction: np.ndarray) -> float:
 
     For PCA on the data it was fitted on this equals `explained_variance_ratio_.sum()`.
     """
+    from sklearn.metrics import r2_score  # here, not at the top: the reduce stage imports this module
+
     return float(r2_score(clean.astype(np.float64), reconstruction.astype(np.float64), multioutput="variance_weighted"))
 
 
@@ -47,6 +47,8 @@ def code_statistics(codes: np.ndarray) -> dict[str, float]:
     `code/effective_dims` is the participation ratio (sum of variances)^2 / sum of squared variances of the
     codes' principal components: k for k equally used directions, 1 when one direction carries everything.
     """
+    from sklearn.decomposition import PCA
+
     codes = codes.astype(np.float64)
     stds = codes.std(axis=0)
     variances = PCA().fit(codes).explained_variance_ if len(codes) > 1 else np.zeros(1)

@@ -12,18 +12,18 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from sklearn.decomposition import PCA
 
 from aelab.config import Params
 from aelab.data.labels import label_names_of
 from aelab.data.prepared import SPLITS, PreparedData, load_prepared
-from aelab.evaluation.pca_io import save_pca
 from aelab.evaluation.reduction import encode_splits
 from aelab.paths import CODES_DIR, MODELS_DIR, PCA_FILE, PREPARED_DIR
 
 
 def fit_reducer(params: Params, method: str, data: PreparedData):
-    if method == "pca":
+    if method == "pca":  # scikit-learn imported here only: a variant's stage starts without it
+        from sklearn.decomposition import PCA
+
         return PCA(n_components=params.pca_components, random_state=params.seed).fit(data.train.x)
     from aelab.reducers import AutoencoderReducer
 
@@ -62,6 +62,8 @@ def reduce(params: Params, method: str, data: PreparedData, out: Path = CODES_DI
     info = {"method": method, "code_dim": int(arrays["train_codes"].shape[1]), "n_features": data.n_features}
     if method == "pca":
         info["explained_variance"] = float(reducer.explained_variance_ratio_.sum())
+        from aelab.evaluation.pca_io import save_pca
+
         save_pca(reducer, folder / PCA_FILE)  # the fitted PCA, for evaluate's denoising baseline
     (folder / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     return folder
