@@ -136,6 +136,31 @@ def test_oneclass_transformation_score_reads_the_head_trained_with_the_reconstru
     assert np.median(scores[data.test.y == 0]) < np.log(8) - 0.5  # learnt: sure of the transformation
 
 
+def test_a_shifted_head_is_kept_with_the_model_and_scores_all_72_transformations(tmp_path):
+    """With a shift the head learns 72 transformations; the model file keeps the shift, so a loaded model scores
+    with the same set it was trained on."""
+    overrides = [
+        "evaluate.oneclass.variant=conv",
+        "evaluate.oneclass.max_epochs=40",
+        "evaluate.oneclass.classes=[0]",
+        "variants.conv.code_dim=4",
+        "variants.conv.transformations={weight: 1.0, shift: 2}",
+        "evaluate.oneclass.score=transformations",
+        "train.batch_size=32",
+    ]
+    data = PreparedData(
+        Split(*shapes(96, 0)), Split(*shapes(24, 1)), Split(*shapes(24, 2)), meta={"image_shape": [1, 8, 8]}
+    )
+    found = oneclass.run_oneclass(params(*overrides), data, root=tmp_path)
+    assert found.metrics("autoencoder")["oneclass/auroc_mean"] > 0.9
+    (model_file,) = tmp_path.glob("*/class_0/model.pt")
+    module = oneclass.AutoencoderReducer.load(model_file).module_
+    assert module.hparams["transformation_shift"] == 2
+    assert module.transform_head(torch.zeros(1, 4)).shape == (1, 72)
+    scores = oneclass.AutoencoderCodeModel(oneclass.AutoencoderReducer.load(model_file)).transformation_nll(data.test.x)
+    assert np.median(scores[data.test.y == 0]) < np.log(72) - 1.0  # learnt: far surer than a guess among 72
+
+
 def test_oneclass_rejects_unknown_classes(tmp_path):
     with pytest.raises(DataError, match=r"evaluate\.oneclass\.classes: \[7\]"):
         oneclass.run_oneclass(params("evaluate.oneclass.classes=[7]"), tiny_data(), root=tmp_path)

@@ -11,6 +11,7 @@ from aelab.models.transformations import (
     N_TRANSFORMATIONS,
     build_transformation_head,
     transform_images,
+    transformation_count,
     transformation_nll,
 )
 
@@ -60,3 +61,27 @@ def test_the_score_is_the_mean_negative_log_probability_of_the_applied_transform
     assert scores[1].item() == pytest.approx(torch.log(torch.tensor(8.0)).item())
     # the corner cannot tell a rotation from a flip that lands on the same corner: two candidates each
     assert scores[0].item() == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-6)
+
+
+def test_a_shift_adds_the_eight_symmetries_of_each_of_nine_positions_with_the_border_reflected_in():
+    image = torch.arange(16.0).reshape(1, 1, 4, 4)
+    count = transformation_count(shift=1)
+    assert count == 72 and transformation_count() == N_TRANSFORMATIONS
+    out = transform_images(image.reshape(1, -1).repeat(count, 1), torch.arange(count), [1, 4, 4], shift=1)
+    out = out.reshape(-1, 4, 4)
+    plain = transform_images(image.reshape(1, -1).repeat(8, 1), torch.arange(8), [1, 4, 4]).reshape(-1, 4, 4)
+    assert torch.equal(out[:8], plain)  # no move: the eight symmetries, as without a shift
+    # index 8: no symmetry, moved up one row; the bottom row is the reflection of the row above the old bottom
+    assert torch.equal(out[8][:3], image[0, 0, 1:]) and torch.equal(out[8][3], image[0, 0, 2])
+    # index 8 + 1: the same move, then rotated by 90 degrees
+    assert torch.equal(out[9], torch.rot90(out[8], 1))
+    # index 8 * 8: down and right; the first row and column reflect the second
+    assert torch.equal(out[64][1:, 1:], image[0, 0, :3, :3]) and torch.equal(out[64][0, 1:], image[0, 0, 1, :3])
+    assert len({tuple(o.flatten().tolist()) for o in out}) == count
+
+
+def test_a_shift_widens_the_head_and_must_leave_part_of_the_image():
+    hparams = {"hidden_dims": [4], "image_shape": [1, 8, 8], "transformation_weight": 1.0}
+    assert build_transformation_head({**hparams, "transformation_shift": 2})(torch.zeros(2, 4)).shape == (2, 72)
+    with pytest.raises(ConfigError, match=r"transformations.shift: must be below the image side 8, got 8"):
+        build_transformation_head({**hparams, "transformation_shift": 8})

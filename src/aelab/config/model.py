@@ -199,6 +199,9 @@ class TransformationsConfig(Section):
 
     weight: Annotated[float, Field(gt=0.0)] = 1.0
     """The head's cross-entropy, added to the reconstruction loss with this weight."""
+    shift: Annotated[int, Field(ge=0)] = 0
+    """Pixels: with a shift, each rotation and flip also comes moved up, down, sideways and diagonally by it,
+    72 transformations in all (Golan and El-Yaniv's set; they shift 32-pixel images by 8)."""
 
 
 class ConvConfig(VariantConfig):

@@ -198,8 +198,9 @@ class AutoencoderCodeModel:
                 f"set variants.{module.variant}.transformations (e.g. {{weight: 1.0}}) or choose another score"
             )
         rows = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        image_shape = module.hparams["image_shape"]
-        return transformation_nll(module.encoder, module.transform_head, rows, image_shape, self.batch_size).numpy()
+        image_shape, shift = module.hparams["image_shape"], module.hparams.get("transformation_shift") or 0
+        head, encoder = module.transform_head, module.encoder
+        return transformation_nll(encoder, head, rows, image_shape, self.batch_size, shift).numpy()
 
     def pathway(self, x: np.ndarray) -> np.ndarray:
         parts = []

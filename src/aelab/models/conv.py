@@ -29,6 +29,7 @@ class ConvAutoencoder(LayeredAutoencoder):
         if self.transform_head is None:
             return loss, recon, code, terms
         x = self.model_input(*batch)
-        head_loss = transformation_loss(self.encoder, self.transform_head, x, self.hparams.image_shape)
+        shift = self.hparams.get("transformation_shift") or 0
+        head_loss = transformation_loss(self.encoder, self.transform_head, x, self.hparams.image_shape, shift)
         terms = {**terms, "transformations": self.hparams.transformation_weight * head_loss}
         return loss + terms["transformations"], recon, code, terms

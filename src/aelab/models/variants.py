@@ -64,7 +64,9 @@ def module_options(
             decoder=cfg.decoder,
         )
         if cfg.transformations is not None:
-            options.update(transformation_weight=cfg.transformations.weight)
+            options.update(
+                transformation_weight=cfg.transformations.weight, transformation_shift=cfg.transformations.shift
+            )
     return options
 
 
