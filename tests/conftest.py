@@ -21,6 +21,7 @@ SRC = REPO / "src"
 HOOKS = Path(__file__).resolve().parent / "hooks"
 sys.path.insert(0, str(SRC))
 os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])
+os.environ["AELAB_WARM_START"] = "0"  # the CLI in subprocesses runs cold (warm start: test_warm_start.py)
 
 
 @pytest.fixture(autouse=True)

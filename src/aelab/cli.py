@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import os
 import sys
 import threading
+import traceback
 from typing import NoReturn
 
 from aelab.config import VARIANTS, load_params
@@ -301,12 +303,53 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def exit_now(code: int) -> NoReturn:
-    """End the process without the interpreter's module teardown.
+WARM_PRELOAD = (
+    "aelab.stages.prepare",
+    "aelab.stages.settings",
+    "aelab.stages.train",
+    "aelab.stages.reduce",
+    "aelab.stages.tune",
+    "aelab.stages.evaluate",
+    "aelab.evaluation.study",
+    "mlflow.pyfunc",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "dvclive.lightning",
+    "optuna",
+    "sklearn.manifold",
+    "matplotlib.pyplot",
+)
+"""What the warm server imports once (`aelab.warm`): the stages and what they import on first use."""
 
-    After a command, Python's shutdown clears every imported module one by one; with torch, Lightning and MLflow
-    loaded that takes 1-2 s, paid again by each of the pipeline's stages. Here started threads are waited for, the
-    exit handlers run (MLflow, logging) and the output is flushed, as at a normal exit; only the teardown is skipped.
+
+def serve_warm(path: str) -> None:
+    """The warm server's entry point (started by the first command that finds none; see `aelab.warm`)."""
+    from pathlib import Path
+
+    from aelab import warm
+
+    _quiet_libraries()
+    warm.serve(Path(path), WARM_PRELOAD, _run_in_child)
+
+
+def _run_in_child(argv: list[str]) -> int:
+    """`main` in a warm server's child, ending as the interpreter would: exit codes, tracebacks, `finish`."""
+    try:
+        return main(argv)
+    except SystemExit as stop:  # argparse: --help, --version, a usage error
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
+        print(stop.code, file=sys.stderr)
+        return 1
+    except BaseException:  # noqa: BLE001 - what an uncaught exception does at the top of a cold process
+        traceback.print_exc()
+        return 1
+    finally:
+        finish()
+
+
+def finish() -> None:
+    """What the interpreter does at exit before its module teardown: wait for threads, run exit handlers, flush.
+
     Threads are waited for by the interpreter's own first exit step, `threading._shutdown`: it also tells idle
     thread-pool workers (MLflow's artifact uploads) to leave, which joining them alone would wait for forever.
     """
@@ -314,12 +357,39 @@ def exit_now(code: int) -> NoReturn:
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process without the interpreter's module teardown.
+
+    After a command, Python's shutdown clears every imported module one by one; with torch, Lightning and MLflow
+    loaded that takes 1-2 s, paid again by each of the pipeline's stages. Here started threads are waited for, the
+    exit handlers run (MLflow, logging) and the output is flushed, as at a normal exit (`finish`); only the teardown
+    is skipped.
+    """
+    finish()
     os._exit(code)
 
 
 def console_main() -> NoReturn:
-    """The `aelab` command (`main` returns its exit code instead, for callers in Python)."""
-    exit_now(main())
+    """The `aelab` command: run by the warm server when one is up (`aelab.warm`), else here, cold.
+
+    `main` returns the exit code instead, for callers in Python.
+    """
+    from pathlib import Path
+
+    from aelab import warm
+
+    server = [
+        sys.executable,
+        "-P",  # the path is the command's own, set below: nothing from the folder the server starts in
+        "-c",
+        "import json, sys; sys.path[:] = json.loads(sys.argv[1]); from aelab.cli import serve_warm; "
+        "serve_warm(sys.argv[2])",
+        json.dumps(sys.path),
+    ]
+    code = warm.forward(sys.argv, Path(__file__).parent, server)
+    exit_now(main() if code is None else code)
 
 
 if __name__ == "__main__":

@@ -131,6 +131,7 @@ def launch_workers(n: int, argv: list[str], accelerator: str) -> None:
     for index, device in enumerate(worker_devices(n, accelerator)):
         env = dict(os.environ)
         env.setdefault("AELAB_WORKERS", str(n))  # N workers x all cores each would oversubscribe the CPU
+        env["AELAB_WARM_START"] = "0"  # started together: a warm server would only arrive after them (aelab.warm)
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
         cmd = [sys.executable, "-m", "aelab.cli", "tune", *argv, "--workers", "1", "--no-summary"]
