@@ -115,7 +115,13 @@ def forward(argv: list[str], package_dir: Path, server_command: list[str]) -> in
 
 
 def start_server(path: Path, server_command: list[str]) -> None:
-    """Start a server for `path` in its own session, detached from this terminal (it exits when idle)."""
+    """Start a server for `path` in its own session, detached from this terminal (it exits when idle).
+
+    Not when a server for the same key found it could not serve (`<socket>.off`, with the reason): each command
+    would otherwise start one that imports for seconds beside the command's own work, only to give up.
+    """
+    if path.with_suffix(".off").exists():
+        return
     with contextlib.suppress(OSError), open(path.with_suffix(".log"), "ab") as log:
         subprocess.Popen(
             [*server_command, str(path)],
@@ -171,19 +177,33 @@ def _receive(conn: socket.socket, size: int) -> bytes:
 
 def serve(path: Path, preload: Iterable[str], run: Callable[[list[str]], int], idle_s: float | None = None) -> None:
     """Import `preload`, then fork a child per connection that runs `run(argv[1:])`; return after `idle_s` idle."""
+    idle_s = float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_S)) if idle_s is None else idle_s
+    with open(path.with_suffix(".lock"), "a+") as lock:  # held for the server's life
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another server is starting or serving here
+        if _ready(path, preload):
+            _listen(path, run, idle_s)
+
+
+def _ready(path: Path, preload: Iterable[str]) -> bool:
+    """Import `preload`; if that fails or leaves threads or CUDA behind, say so in `<socket>.off` (no server)."""
     import importlib
 
-    idle_s = float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_S)) if idle_s is None else idle_s
-    lock = open(path.with_suffix(".lock"), "a+")  # noqa: SIM115 - held for the server's life
     try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return  # another server is starting or serving here
-    for name in preload:
-        importlib.import_module(name)
-    if threading.active_count() != 1 or _cuda_initialized():
-        print("aelab warm start: the imports started threads or CUDA; forking would not be safe", file=sys.stderr)
-        return
+        for name in preload:
+            importlib.import_module(name)
+        if threading.active_count() != 1 or _cuda_initialized():
+            raise RuntimeError("the imports started threads or CUDA: forking would not be safe")
+    except Exception as err:  # noqa: BLE001 - any failure here means: no server for this key, commands run cold
+        path.with_suffix(".off").write_text(f"{type(err).__name__}: {err}\n")
+        _log(f"not serving: {err}")
+        return False
+    return True
+
+
+def _listen(path: Path, run: Callable[[list[str]], int], idle_s: float) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # left by a server that was killed
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

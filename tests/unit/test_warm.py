@@ -43,3 +43,12 @@ def test_without_a_server_the_command_runs_cold_and_starts_one(tmp_path, monkeyp
     assert code is None  # run cold
     if sys.platform == "linux":
         assert started and started[0][0].suffix == ".sock" and started[0][1] == ["server"]
+
+
+def test_a_server_that_cannot_serve_says_why_and_is_not_started_again(tmp_path, monkeypatch):
+    path = tmp_path / "key.sock"
+    warm.serve(path, ["aelab.no_such_module"], run=lambda argv: 0, idle_s=0)
+    assert "ModuleNotFoundError" in path.with_suffix(".off").read_text()
+    assert not path.exists()
+    monkeypatch.setattr(warm.subprocess, "Popen", lambda *a, **k: pytest.fail("started again"))
+    warm.start_server(path, ["server"])
