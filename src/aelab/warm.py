@@ -41,7 +41,7 @@ VOLATILE_ENV = frozenset({"DVC_STAGE", "PWD", "OLDPWD", "SHLVL", "_"})
 """Variables that differ from one stage to the next but do not change what an import does."""
 CHILD_ENV = ("LOCAL_RANK", "RANK")
 """Set in the processes Lightning and torchrun start (DDP ranks): those stay cold, as do aelab's tune workers."""
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCONT)
 _HEADER = struct.Struct("!Q")
 _CODE = struct.Struct("!i")
 
@@ -143,8 +143,14 @@ def _send_request(conn: socket.socket, argv: list[str]) -> int | None:
 
 
 def _wait(conn: socket.socket, pid: int) -> int:
-    """The child's exit code; meanwhile the signals this process gets go to the child."""
+    """The child's exit code; meanwhile the signals this process gets go to the child.
+
+    Ctrl-Z (SIGTSTP) stops the child and then this process, as it would stop a cold command; the shell's `fg`
+    (SIGCONT) resumes both. SIGSTOP and SIGKILL cannot be caught: SIGSTOP stops this process only, and after a
+    SIGKILL the server sees the connection close and stops the child with SIGTERM.
+    """
     previous = {sig: signal.signal(sig, lambda signum, frame: _kill(pid, signum)) for sig in FORWARDED_SIGNALS}
+    previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, lambda signum, frame: _suspend(pid))
     try:
         answer = _receive(conn, _CODE.size)
     finally:
@@ -154,6 +160,12 @@ def _wait(conn: socket.socket, pid: int) -> int:
         print("aelab: error: the warm aelab process ended before the command did", file=sys.stderr)
         return 1
     return _CODE.unpack(answer)[0]
+
+
+def _suspend(pid: int) -> None:
+    """SIGSTOP, not SIGTSTP, for the child: outside any terminal's session the kernel would drop a SIGTSTP."""
+    _kill(pid, signal.SIGSTOP)
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _kill(pid: int, signum: int) -> None:

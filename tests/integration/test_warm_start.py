@@ -65,13 +65,23 @@ def test_a_warm_command_runs_like_a_cold_one(warm, project):
     assert _served(warm.folder).count("pid ") >= 4  # all of them warm
 
 
-def test_ctrl_c_reaches_the_command_run_by_the_server(warm, project):
+def test_ctrl_z_and_ctrl_c_reach_the_command_run_by_the_server(warm, project):
     assert warm("prepare").returncode == 0
     _wait_for(lambda: list(warm.folder.glob("*.sock")))
     training = warm("train", "--variant", "undercomplete", "--set", "train.max_epochs=100000", background=True)
     _wait_for(lambda: list((project / "data" / "checkpoints" / "undercomplete").rglob("last.ckpt")))
+    child = int(_served(warm.folder).split("aelab train")[0].rsplit("pid ", 1)[1].split(":")[0])
+    training.send_signal(signal.SIGTSTP)  # Ctrl-Z: the work stops too, then resumes with the command
+    _wait_for(lambda: _state(child) == "T", seconds=10)
+    training.send_signal(signal.SIGCONT)
+    _wait_for(lambda: _state(child) != "T", seconds=10)
     training.send_signal(signal.SIGINT)
     _, stderr = training.communicate(timeout=120)
     assert "aelab train --variant undercomplete" in _served(warm.folder)
     assert training.returncode == 130, stderr
     assert "interrupted; completed work is kept" in stderr
+
+
+def _state(pid: int) -> str:
+    """The process state letter of /proc/<pid>/stat (T: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
