@@ -196,6 +196,7 @@ def serve(path: Path, preload: Iterable[str], run: Callable[[list[str]], int], i
         except BlockingIOError:
             return  # another server is starting or serving here
         if _ready(path, preload):
+            os.chdir("/")  # hold no project folder (DVC deletes its experiment copies); children go to their own
             _listen(path, run, idle_s)
 
 
