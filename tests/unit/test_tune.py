@@ -47,7 +47,7 @@ def test_ctrl_c_inside_a_store_write_is_delivered_when_the_write_ends():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_parallel_workers_draw_one_progress_bar(monkeypatch) -> None:
+def test_parallel_workers_draw_one_progress_bar_and_start_cold(monkeypatch) -> None:
     from aelab.tuning import worker
 
     started = []
@@ -57,6 +57,7 @@ def test_parallel_workers_draw_one_progress_bar(monkeypatch) -> None:
 
         def __init__(self, cmd, env):
             started.append(cmd)
+            assert env["AELAB_WARM_START"] == "0" and env["AELAB_WORKERS"] == "3"
 
         def wait(self, timeout=None):
             return 0
