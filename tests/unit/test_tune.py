@@ -63,6 +63,8 @@ def test_parallel_workers_draw_one_progress_bar_and_start_cold(monkeypatch) -> N
             return 0
 
     monkeypatch.setattr(worker.subprocess, "Popen", Done)
+    monkeypatch.setenv("AELAB_WARM_START", "1")  # on here, off in the workers
+    monkeypatch.delenv("AELAB_WORKERS", raising=False)
     worker.launch_workers(3, ["--params", "params.yaml"], "cpu")
     assert len(started) == 3
     assert "train.progress_bar=false" not in started[0]
