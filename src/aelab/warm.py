@@ -328,7 +328,7 @@ def _start_child(
         os.close(fd)
     with contextlib.suppress(OSError):
         conn.sendall(_CODE.pack(pid))
-    _log(f"pid {pid}: aelab {' '.join(request['argv'][1:])} (in {request['cwd']})")
+    _log(f"pid {pid}: aelab {' '.join(request['argv'][1:2])}")  # the subcommand only: a --set may hold a secret
     return pid
 
 

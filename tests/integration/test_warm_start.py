@@ -62,7 +62,7 @@ def test_a_warm_command_runs_like_a_cold_one(warm, project):
     bad = warm("prepare", "--set", "data.val_fraction=0.9")
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
     assert "data.val_fraction: Input should be less than 0.5 (got 0.9)" in bad.stderr
-    assert _served(warm.folder).count("pid ") >= 4  # all of them warm
+    assert _served(warm.folder).count(": aelab ") == 3  # all three after the first ran warm
 
 
 def test_ctrl_z_and_ctrl_c_reach_the_command_run_by_the_server(warm, project):
@@ -77,7 +77,7 @@ def test_ctrl_z_and_ctrl_c_reach_the_command_run_by_the_server(warm, project):
     _wait_for(lambda: _state(child) != "T", seconds=10)
     training.send_signal(signal.SIGINT)
     _, stderr = training.communicate(timeout=120)
-    assert "aelab train --variant undercomplete" in _served(warm.folder)
+    assert "aelab train" in _served(warm.folder)
     assert training.returncode == 130, stderr
     assert "interrupted; completed work is kept" in stderr
 
