@@ -70,11 +70,8 @@ def socket_folder() -> Path:
 def server_key(package_dir: Path, environ: dict[str, str] | None = None) -> str:
     """What makes two commands import the same things: interpreter, path, environment and the package's files."""
     environ = dict(os.environ if environ is None else environ)
-    files = sorted(
-        (str(path.relative_to(package_dir)), path.stat().st_mtime_ns, path.stat().st_size)
-        for path in package_dir.rglob("*")
-        if path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts
-    )
+    sources = [p for p in package_dir.rglob("*") if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts]
+    files = sorted((str(p.relative_to(package_dir)), *_stamp(p)) for p in sources)
     content = {
         "python": [sys.executable, sys.version],
         "path": sys.path,
@@ -82,6 +79,11 @@ def server_key(package_dir: Path, environ: dict[str, str] | None = None) -> str:
         "files": files,
     }
     return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:20]
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_mtime_ns, info.st_size
 
 
 def socket_path(package_dir: Path) -> Path:

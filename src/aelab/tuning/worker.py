@@ -33,6 +33,7 @@ from aelab.tuning.study import (
     counts,
     trial_id,
 )
+from aelab.warm import SWITCH_ENV
 
 console = Console(stderr=True)
 
@@ -131,7 +132,7 @@ def launch_workers(n: int, argv: list[str], accelerator: str) -> None:
     for index, device in enumerate(worker_devices(n, accelerator)):
         env = dict(os.environ)
         env.setdefault("AELAB_WORKERS", str(n))  # N workers x all cores each would oversubscribe the CPU
-        env["AELAB_WARM_START"] = "0"  # started together: a warm server would only arrive after them (aelab.warm)
+        env[SWITCH_ENV] = "0"  # started together: a warm server would only arrive after them (aelab.warm)
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
         cmd = [sys.executable, "-m", "aelab.cli", "tune", *argv, "--workers", "1", "--no-summary"]
