@@ -58,7 +58,7 @@ def test_oneclass_protocol_on_small_data(tmp_path):
     assert standardized.metrics("pca")["oneclass/auroc_mean"] > 0.95
     # the validation AUROC (other classes' validation rows as anomalies) is what a score is chosen on
     assert pca_metrics["oneclass/val_auroc_mean"] > 0.95
-    for score in ("mahalanobis", "combined", "sap", "nap"):
+    for score in ("mahalanobis", "combined", "features", "sap", "nap"):
         oneclass_cfg = cfg.evaluate.oneclass.model_copy(update={"score": score})
         rescored = oneclass.run_oneclass(
             cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"oneclass": oneclass_cfg})}),
@@ -123,13 +123,20 @@ def test_oneclass_transformation_score_reads_the_head_trained_with_the_reconstru
     )
     found = {
         score: oneclass.run_oneclass(params(*overrides, f"evaluate.oneclass.score={score}"), data, root=tmp_path)
-        for score in ("transformations", "transformations_mse", "mse")
+        for score in ("transformations", "transformations_mse", "transformations_features", "mse")
     }
-    assert found["transformations"].metrics("autoencoder")["oneclass/auroc_mean"] > 0.95
-    assert found["transformations_mse"].metrics("autoencoder")["oneclass/auroc_mean"] > 0.95
-    assert found["transformations"].metrics("pca") == found["mse"].metrics("pca")
+    for score in ("transformations", "transformations_mse", "transformations_features"):
+        assert found[score].metrics("autoencoder")["oneclass/auroc_mean"] > 0.95, score
+        assert found[score].metrics("pca") == found["mse"].metrics("pca"), score
     (model_file,) = tmp_path.glob("*/class_0/model.pt")  # one model, trained once, for every score
     model = oneclass.AutoencoderCodeModel(oneclass.AutoencoderReducer.load(model_file))
+    # the features under the code: the last conv block's map, flat
+    with torch.inference_mode():
+        below_code = torch.from_numpy(data.test.x[:5])
+        for layer in model.layers[:-1]:
+            below_code = layer(below_code)
+    assert below_code.dim() == 4  # (rows, channels, height, width)
+    assert np.array_equal(model.features(data.test.x[:5]), below_code.flatten(1).numpy())
     scores = model.transformation_nll(data.test.x)
     # a centred square is its own rotation: the head sees one image eight times and cannot beat log 8
     assert scores[data.test.y == 1].min() > np.log(8) - 0.1

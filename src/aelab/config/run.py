@@ -131,17 +131,29 @@ class OneClassConfig(Section):
     Convolutional variants take their blocks and `code_dim` from `variants.<variant>`."""
     max_epochs: PositiveInt = 30
     score: Literal[
-        "mse", "standardized", "mahalanobis", "combined", "sap", "nap", "transformations", "transformations_mse"
+        "mse",
+        "standardized",
+        "mahalanobis",
+        "combined",
+        "features",
+        "sap",
+        "nap",
+        "transformations",
+        "transformations_mse",
+        "transformations_features",
     ] = "mse"
     """The anomaly score (for the autoencoder and PCA alike): mse, the mean squared reconstruction error;
     standardized, each feature's squared error over its mean on the normal training data (shrunk toward the mean
     over features), so features the normal class itself reconstructs poorly count less; mahalanobis, the code's
     distance from the normal training codes (a Gaussian fitted to them); combined, the two added, each over its
-    median on the normal validation rows; sap and nap, RAPP's reconstruction along the projection pathway (the
-    input and its reconstruction fed through the encoder, every layer's activations compared), summed or
-    whitened on the normal training rows; transformations, a conv model's transformation head (Golan and
+    median on the normal validation rows; features, the distance of the encoder's activations under the code
+    (a conv model's last feature map; for PCA the input) from the normal training rows' (a Gaussian); sap and
+    nap, RAPP's reconstruction along the projection pathway (the input and its reconstruction fed through the
+    encoder, every layer's activations compared), summed or whitened on the normal training rows;
+    transformations, a conv model's transformation head (Golan and
     El-Yaniv: how unsure it is which rotation or flip was applied; needs variants.<variant>.transformations),
-    and transformations_mse, that plus the mse as in combined. PCA is scored by its mse under these two."""
+    transformations_mse, that plus the mse as in combined, and transformations_features, the head's score plus
+    the features' and the code's distances as in combined. PCA is scored by its mse under these three."""
     threshold_percentile: Annotated[float, Field(gt=0.0, le=100.0)] = 95.0
     """The anomaly threshold: this percentile of the scores of the normal-only validation samples."""
     pca_components: PositiveInt | None = None

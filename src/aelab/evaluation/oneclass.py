@@ -14,8 +14,11 @@ fitted to them (Ledoit-Wolf shrinkage); and `combined`, the mse plus the squared
 its median on the normal class's validation rows (which no model was fitted on). A conv model trained with a
 transformation head (`variants.<conv variant>.transformations`) offers Golan and El-Yaniv's score,
 `transformations` (the head's mean negative log-probability of the eight rotations and flips), and
-`transformations_mse` (that plus the mse, each over its median as in `combined`); PCA, which has no head, is
-scored by its mse there. Each class also gets a validation
+`transformations_mse` (that plus the mse, each over its median as in `combined`), and `transformations_features`
+(the head's score plus the Mahalanobis distances of the encoder's features under the code and of the code); PCA,
+which has no head, is scored by its mse there. `features` alone is the Mahalanobis distance of the encoder's
+activations under the code (a Gaussian on deep features, as Rippel et al. 2020 fit one to a classifier's). Each
+class also gets a validation
 AUROC: its normal validation rows against the validation rows of every other class, training data only, so that a
 score can be chosen without the test split.
 
@@ -173,6 +176,8 @@ class CodeModel(Protocol):
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray: ...
 
+    def features(self, x: np.ndarray) -> np.ndarray: ...
+
     def pathway(self, x: np.ndarray) -> np.ndarray: ...
 
 
@@ -202,6 +207,17 @@ class AutoencoderCodeModel:
         head, encoder = module.transform_head, module.encoder
         return transformation_nll(encoder, head, rows, image_shape, self.batch_size, shift).numpy()
 
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """The encoder's activations under the code (a conv model's last feature map), flat: the input itself
+        for a one-layer encoder."""
+        below = self.reducer.module_.encoder.below(len(self.layers) - 1)
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(x), self.batch_size):
+                rows = torch.from_numpy(np.ascontiguousarray(x[start : start + self.batch_size], dtype=np.float32))
+                parts.append(below(rows).flatten(1).numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
     def pathway(self, x: np.ndarray) -> np.ndarray:
         parts = []
         with torch.inference_mode():
@@ -227,6 +243,10 @@ class PCAModel:
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         return self.pca.inverse_transform(self.pca.transform(x))
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """What lies under PCA's code, a one-layer encoder: the input."""
+        return x
 
     def pathway(self, x: np.ndarray) -> np.ndarray:
         return np.hstack([x, self.pca.transform(x)])
@@ -268,19 +288,28 @@ def fit_score(model: CodeModel, subset: PreparedData, score: str) -> Callable[[n
     if score == "nap":
         normalized = NormalizedPathway(pathway_differences(model, subset.train.x))
         return lambda x: normalized(pathway_differences(model, x))
+    if score == "features":
+        return gaussian_distance(model.features, subset.train.x)
+    mahalanobis = gaussian_distance(model.transform, subset.train.x)
     if score.startswith("transformations"):
         head = getattr(model, "transformation_nll", None)
         if head is None:  # PCA has no head: its row is scored by its reconstruction error
             return mse
-        return head if score == "transformations" else scaled_sum([mse, head], subset.val.x)
-    density = LedoitWolf().fit(model.transform(subset.train.x).astype(np.float64))
-
-    def mahalanobis(x: np.ndarray) -> np.ndarray:
-        return density.mahalanobis(model.transform(x).astype(np.float64))
-
+        if score == "transformations":
+            return head
+        if score == "transformations_mse":
+            return scaled_sum([mse, head], subset.val.x)
+        return scaled_sum([head, gaussian_distance(model.features, subset.train.x), mahalanobis], subset.val.x)
     if score == "mahalanobis":
         return mahalanobis
     return scaled_sum([mse, mahalanobis], subset.val.x)
+
+
+def gaussian_distance(embed: Callable[[np.ndarray], np.ndarray], normal_train: np.ndarray) -> Callable:
+    """The squared Mahalanobis distance of `embed(x)` under a Gaussian fitted to the normal training rows'
+    (Ledoit-Wolf shrinkage, so that a wide feature map with fewer rows than features still has an inverse)."""
+    density = LedoitWolf().fit(embed(normal_train).astype(np.float64))
+    return lambda x: density.mahalanobis(embed(x).astype(np.float64))
 
 
 def scaled_sum(parts: list[Callable[[np.ndarray], np.ndarray]], normal_val: np.ndarray) -> Callable:
