@@ -150,10 +150,10 @@ class OneClassConfig(Section):
     (a conv model's last feature map; for PCA the input) from the normal training rows' (a Gaussian); sap and
     nap, RAPP's reconstruction along the projection pathway (the input and its reconstruction fed through the
     encoder, every layer's activations compared), summed or whitened on the normal training rows;
-    transformations, a conv model's transformation head (Golan and
-    El-Yaniv: how unsure it is which rotation or flip was applied; needs variants.<variant>.transformations),
-    transformations_mse, that plus the mse as in combined, and transformations_features, the head's score plus
-    the features' and the code's distances as in combined. PCA is scored by its mse under these three."""
+    transformations, a conv model's transformation head (Golan and El-Yaniv: how unsure it is which rotation or
+    flip was applied; needs variants.<variant>.transformations), transformations_mse, that plus the mse as in
+    combined, and transformations_features, the head's score plus the features' and the code's distances as in
+    combined. PCA is scored by its mse under these three."""
     threshold_percentile: Annotated[float, Field(gt=0.0, le=100.0)] = 95.0
     """The anomaly threshold: this percentile of the scores of the normal-only validation samples."""
     pca_components: PositiveInt | None = None
