@@ -12,6 +12,7 @@ import torch
 from aelab.data.prepared import PreparedData, Split
 from aelab.errors import DataError
 from aelab.evaluation import oneclass, report
+from aelab.models.transformations import HEAD_WIDTH
 from tests.helpers import blobs, tiny_data
 from tests.helpers import repo_params as params
 
@@ -125,7 +126,9 @@ def test_oneclass_transformation_score_reads_the_head_trained_with_the_reconstru
         score: oneclass.run_oneclass(params(*overrides, f"evaluate.oneclass.score={score}"), data, root=tmp_path)
         for score in ("transformations", "transformations_mse", "transformations_features", "mse")
     }
-    for score in ("transformations", "transformations_mse", "transformations_features"):
+    listed = ["mse", "mahalanobis", "head_features"]
+    found["listed"] = oneclass.run_oneclass(params(*overrides, f"evaluate.oneclass.score={listed}"), data, tmp_path)
+    for score in ("transformations", "transformations_mse", "transformations_features", "listed"):
         assert found[score].metrics("autoencoder")["oneclass/auroc_mean"] > 0.95, score
         assert found[score].metrics("pca") == found["mse"].metrics("pca"), score
     (model_file,) = tmp_path.glob("*/class_0/model.pt")  # one model, trained once, for every score
@@ -137,6 +140,7 @@ def test_oneclass_transformation_score_reads_the_head_trained_with_the_reconstru
             below_code = layer(below_code)
     assert below_code.dim() == 4  # (rows, channels, height, width)
     assert np.array_equal(model.features(data.test.x[:5]), below_code.flatten(1).numpy())
+    assert model.head_features(data.test.x[:5]).shape == (5, HEAD_WIDTH)  # the head's hidden layer
     scores = model.transformation_nll(data.test.x)
     # a centred square is its own rotation: the head sees one image eight times and cannot beat log 8
     assert scores[data.test.y == 1].min() > np.log(8) - 0.1

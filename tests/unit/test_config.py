@@ -22,6 +22,8 @@ def test_repo_params_are_valid():
         ("variants.sparse.rho=1.5", "variants.sparse.rho: Input should be less than 1"),
         ("variants.undercomplete.hidden_dims=[]", "variants.undercomplete.hidden_dims: List should have at least 1"),
         ("variants.denoising.corruption=[{kind: blur}]", "variants.denoising.corruption.0"),
+        ("evaluate.oneclass.score=[mse, blur]", "evaluate.oneclass.score: allowed: one of mse, "),
+        ("evaluate.oneclass.score=[]", "or a non-empty list of mse, standardized"),
     ],
 )
 def test_bad_values_name_the_dotted_key_on_one_line(override, fragment):

@@ -124,6 +124,11 @@ def test_code_density_scores_catch_what_the_reconstruction_error_misses():
     assert rank("mse", far_on_plane) < 0.9 and rank("mahalanobis", far_on_plane) == 1.0
     assert rank("mse", off_plane_centre) == 1.0 and rank("mahalanobis", off_plane_centre) < 0.5
     assert rank("combined", far_on_plane) == 1.0 and rank("combined", off_plane_centre) == 1.0
+    # a list of parts is added the way combined adds its two
+    listed = oneclass.fit_score(model, subset, ["mse", "mahalanobis"])
+    assert np.allclose(listed(typical), oneclass.fit_score(model, subset, "combined")(typical))
+    # PCA's features are its input: a Gaussian on the pixels sees the far point on the plane too
+    assert rank("features", far_on_plane) == 1.0
 
 
 def test_normalized_pathway_whitens_the_normal_differences():

@@ -51,6 +51,7 @@ from aelab.config.params import (
     validate_params,
 )
 from aelab.config.run import (
+    HEAD_PARTS,
     DenoisingEvalConfig,
     EvaluateConfig,
     OneClassConfig,
@@ -59,6 +60,7 @@ from aelab.config.run import (
     TrackingConfig,
     TrainConfig,
     TsneConfig,
+    score_parts,
 )
 from aelab.config.tune import (
     SPACE_OF,
@@ -104,6 +106,8 @@ __all__ = [
     "ReduceConfig",
     "TsneConfig",
     "OneClassConfig",
+    "HEAD_PARTS",
+    "score_parts",
     "DenoisingEvalConfig",
     "SparsityEvalConfig",
     "EvaluateConfig",

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from aelab.config.base import CONV_VARIANTS, DEFAULT_PARAMS, VARIANTS, PositiveInt, Probability, Section
 from aelab.config.model import CORRUPTION_KINDS, DataConfig, ModelConfig, VariantConfig, VariantsConfig
-from aelab.config.run import EvaluateConfig, ReduceConfig, TrackingConfig, TrainConfig
+from aelab.config.run import HEAD_PARTS, EvaluateConfig, ReduceConfig, TrackingConfig, TrainConfig, score_parts
 from aelab.config.tune import TuneConfig
 from aelab.errors import ConfigError
 
@@ -84,7 +84,7 @@ class Params(Section):
     @model_validator(mode="after")
     def _transformation_score_needs_a_head(self) -> Params:
         oneclass = self.evaluate.oneclass
-        if oneclass.score.startswith("transformations"):
+        if set(score_parts(oneclass.score)) & set(HEAD_PARTS):
             cfg = getattr(self.variants, oneclass.variant)
             if getattr(cfg, "transformations", None) is None:
                 raise ValueError(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -118,6 +118,25 @@ class TsneConfig(Section):
     max_iter: Annotated[int, Field(ge=250)] = 500
 
 
+ScorePart = Literal["mse", "standardized", "mahalanobis", "features", "sap", "nap", "transformations", "head_features"]
+"""One anomaly score of `evaluate.oneclass.score`; a list of them is added (see `OneClassConfig.score`)."""
+ScoreName = Literal[ScorePart, "combined", "transformations_mse", "transformations_features"]
+HEAD_PARTS = ("transformations", "head_features")
+"""The parts that read a conv model's transformation head."""
+COMPOSITE_SCORES: dict[str, tuple[str, ...]] = {
+    "combined": ("mse", "mahalanobis"),
+    "transformations_mse": ("mse", "transformations"),
+    "transformations_features": ("transformations", "features", "mahalanobis"),
+}
+
+
+def score_parts(score: str | list[str]) -> tuple[str, ...]:
+    """The parts a score adds: a named composite's, a list's, or the one part it names."""
+    if isinstance(score, str):
+        return COMPOSITE_SCORES.get(score, (score,))
+    return tuple(score)
+
+
 class OneClassConfig(Section):
     """One-class classification: per class, a model trained on that class only scores every test sample."""
 
@@ -130,36 +149,37 @@ class OneClassConfig(Section):
     """Encoder widths of the per-class models of a fully connected variant; empty means the variant's own.
     Convolutional variants take their blocks and `code_dim` from `variants.<variant>`."""
     max_epochs: PositiveInt = 30
-    score: Literal[
-        "mse",
-        "standardized",
-        "mahalanobis",
-        "combined",
-        "features",
-        "sap",
-        "nap",
-        "transformations",
-        "transformations_mse",
-        "transformations_features",
-    ] = "mse"
+    score: ScoreName | Annotated[list[ScorePart], Field(min_length=1)] = "mse"
     """The anomaly score (for the autoencoder and PCA alike): mse, the mean squared reconstruction error;
     standardized, each feature's squared error over its mean on the normal training data (shrunk toward the mean
     over features), so features the normal class itself reconstructs poorly count less; mahalanobis, the code's
-    distance from the normal training codes (a Gaussian fitted to them); combined, the two added, each over its
-    median on the normal validation rows; features, the distance of the encoder's activations under the code
-    (a conv model's last feature map; for PCA the input) from the normal training rows' (a Gaussian); sap and
-    nap, RAPP's reconstruction along the projection pathway (the input and its reconstruction fed through the
-    encoder, every layer's activations compared), summed or whitened on the normal training rows;
-    transformations, a conv model's transformation head (Golan and El-Yaniv: how unsure it is which rotation or
-    flip was applied; needs variants.<variant>.transformations), transformations_mse, that plus the mse as in
-    combined, and transformations_features, the head's score plus the features' and the code's distances as in
-    combined. PCA is scored by its mse under these three."""
+    distance from the normal training codes (a Gaussian fitted to them); features, the same distance for the
+    encoder's activations under the code (a conv model's last feature map; for PCA the input); sap and nap,
+    RAPP's reconstruction along the projection pathway (the input and its reconstruction fed through the
+    encoder, every layer's activations compared), summed or whitened on the normal training rows; and, for a conv
+    variant with variants.<variant>.transformations, transformations, its transformation head's score (Golan and
+    El-Yaniv: how unsure it is which rotation or flip was applied) and head_features, the distance of the head's
+    hidden layer on the image as it is. A list of these, e.g. [mse, mahalanobis, head_features], adds them, each
+    over its median on the normal validation rows; combined is [mse, mahalanobis], transformations_mse
+    [mse, transformations] and transformations_features [transformations, features, mahalanobis]. A score that
+    reads the head scores PCA, which has none, by its mse."""
     threshold_percentile: Annotated[float, Field(gt=0.0, le=100.0)] = 95.0
     """The anomaly threshold: this percentile of the scores of the normal-only validation samples."""
     pca_components: PositiveInt | None = None
     """Size of the PCA baseline per class; empty means the per-class model's code size."""
     roc_points: Annotated[int, Field(ge=3)] = 101
     """False-positive-rate grid on which the per-class ROC curves are averaged for the DVC plot."""
+
+    @field_validator("score", mode="before")
+    @classmethod
+    def _known_score(cls, value: object) -> object:
+        """One line naming what is allowed, instead of an error for each branch of the union."""
+        parts, names = get_args(ScorePart), get_args(ScoreName)
+        if isinstance(value, str) and value in names:
+            return value
+        if isinstance(value, list) and value and all(isinstance(v, str) and v in parts for v in value):
+            return value
+        raise ValueError(f"allowed: one of {', '.join(names)}, or a non-empty list of {', '.join(parts)}")
 
     @model_validator(mode="after")
     def _hidden_dims_for_dense_variants(self) -> OneClassConfig:

@@ -14,11 +14,11 @@ fitted to them (Ledoit-Wolf shrinkage); and `combined`, the mse plus the squared
 its median on the normal class's validation rows (which no model was fitted on). A conv model trained with a
 transformation head (`variants.<conv variant>.transformations`) offers Golan and El-Yaniv's score,
 `transformations` (the head's mean negative log-probability of the eight rotations and flips), and
-`transformations_mse` (that plus the mse, each over its median as in `combined`), and `transformations_features`
-(the head's score plus the Mahalanobis distances of the encoder's features under the code and of the code); PCA,
-which has no head, is scored by its mse there. `features` alone is the Mahalanobis distance of the encoder's
-activations under the code (a Gaussian on deep features, as Rippel et al. 2020 fit one to a classifier's). Each
-class also gets a validation
+`head_features` (the Mahalanobis distance of the head's hidden layer); PCA, which has no head, is scored by its
+mse under a score that reads one. `features` is the Mahalanobis distance of the encoder's activations under the
+code (a Gaussian on deep features, as Rippel et al. 2020 fit one to a classifier's). A list of scores adds them,
+each over its median as in `combined` (`transformations_mse` and `transformations_features` name two such lists).
+Each class also gets a validation
 AUROC: its normal validation rows against the validation rows of every other class, training data only, so that a
 score can be chosen without the test split.
 
@@ -44,7 +44,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.decomposition import PCA
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score, roc_curve
 
-from aelab.config import OneClassConfig, OneClassModelConfig, Params
+from aelab.config import HEAD_PARTS, OneClassConfig, OneClassModelConfig, Params, score_parts
 from aelab.data.prepared import PreparedData, Split
 from aelab.errors import ConfigError, DataError
 from aelab.models import save_model
@@ -194,28 +194,38 @@ class AutoencoderCodeModel:
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         return self.reducer.reconstruct(x)
 
-    def transformation_nll(self, x: np.ndarray) -> np.ndarray:
-        """Golan and El-Yaniv's score from the model's transformation head (`models.transformations`)."""
+    def _head(self) -> torch.nn.Module:
         module = self.reducer.module_
         if module.transform_head is None:
             raise ConfigError(
                 f"evaluate.oneclass.score: the {module.variant} model has no transformation head; "
                 f"set variants.{module.variant}.transformations (e.g. {{weight: 1.0}}) or choose another score"
             )
+        return module.transform_head
+
+    def head_features(self, x: np.ndarray) -> np.ndarray:
+        """The transformation head's hidden layer on the images as they are: what the head learned to see."""
+        return self._run(torch.nn.Sequential(self.reducer.module_.encoder, *list(self._head())[:-1]), x)
+
+    def transformation_nll(self, x: np.ndarray) -> np.ndarray:
+        """Golan and El-Yaniv's score from the model's transformation head (`models.transformations`)."""
+        module, head = self.reducer.module_, self._head()
         rows = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         image_shape, shift = module.hparams["image_shape"], module.hparams.get("transformation_shift") or 0
-        head, encoder = module.transform_head, module.encoder
-        return transformation_nll(encoder, head, rows, image_shape, self.batch_size, shift).numpy()
+        return transformation_nll(module.encoder, head, rows, image_shape, self.batch_size, shift).numpy()
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """The encoder's activations under the code (a conv model's last feature map), flat: the input itself
         for a one-layer encoder."""
-        below = self.reducer.module_.encoder.below(len(self.layers) - 1)
+        return self._run(self.reducer.module_.encoder.below(len(self.layers) - 1), x)
+
+    def _run(self, net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+        """`net` on the rows of `x` in batches, its outputs flat."""
         parts = []
         with torch.inference_mode():
             for start in range(0, len(x), self.batch_size):
                 rows = torch.from_numpy(np.ascontiguousarray(x[start : start + self.batch_size], dtype=np.float32))
-                parts.append(below(rows).flatten(1).numpy())
+                parts.append(net(rows).flatten(1).numpy())
         return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
     def pathway(self, x: np.ndarray) -> np.ndarray:
@@ -272,37 +282,36 @@ class NormalizedPathway:
         return (((differences - self.mean) @ self.directions / self.scale) ** 2).sum(axis=1)
 
 
-def fit_score(model: CodeModel, subset: PreparedData, score: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The anomaly score `score` (`evaluate.oneclass.score`), fitted on the normal class (see the module docstring)."""
+def fit_score(model: CodeModel, subset: PreparedData, score: str | list[str]) -> Callable[[np.ndarray], np.ndarray]:
+    """The anomaly score `score` (`evaluate.oneclass.score`), fitted on the normal class (see the module docstring):
+    one part, or several added, each over its median on the normal validation rows."""
+    parts = score_parts(score)
+    if set(parts) & set(HEAD_PARTS) and not hasattr(model, "transformation_nll"):
+        parts = ("mse",)  # PCA has no head: its row is scored by its reconstruction error
+    fitted = [fit_part(model, subset, part) for part in parts]
+    return fitted[0] if len(fitted) == 1 else scaled_sum(fitted, subset.val.x)
 
-    def mse(x: np.ndarray) -> np.ndarray:
-        return per_sample_error(x, model.reconstruct(x))
 
-    if score == "mse":
-        return mse
-    if score == "standardized":
+def fit_part(model: CodeModel, subset: PreparedData, part: str) -> Callable[[np.ndarray], np.ndarray]:
+    """One part of a score, fitted on the normal class's training rows."""
+    if part == "mse":
+        return lambda x: per_sample_error(x, model.reconstruct(x))
+    if part == "standardized":
         weights = error_weights(subset.train.x, model.reconstruct(subset.train.x))
         return lambda x: per_sample_error(x, model.reconstruct(x), weights)
-    if score == "sap":
+    if part == "sap":
         return lambda x: (pathway_differences(model, x) ** 2).sum(axis=1)
-    if score == "nap":
+    if part == "nap":
         normalized = NormalizedPathway(pathway_differences(model, subset.train.x))
         return lambda x: normalized(pathway_differences(model, x))
-    if score == "features":
-        return gaussian_distance(model.features, subset.train.x)
-    mahalanobis = gaussian_distance(model.transform, subset.train.x)
-    if score.startswith("transformations"):
-        head = getattr(model, "transformation_nll", None)
-        if head is None:  # PCA has no head: its row is scored by its reconstruction error
-            return mse
-        if score == "transformations":
-            return head
-        if score == "transformations_mse":
-            return scaled_sum([mse, head], subset.val.x)
-        return scaled_sum([head, gaussian_distance(model.features, subset.train.x), mahalanobis], subset.val.x)
-    if score == "mahalanobis":
-        return mahalanobis
-    return scaled_sum([mse, mahalanobis], subset.val.x)
+    if part == "transformations":
+        return model.transformation_nll  # type: ignore[attr-defined]
+    embed = {"mahalanobis": model.transform, "features": model.features}.get(part)
+    if part == "head_features":
+        embed = model.head_features  # type: ignore[attr-defined]
+    if embed is None:
+        raise ConfigError(f"evaluate.oneclass.score: unknown part {part!r}")
+    return gaussian_distance(embed, subset.train.x)
 
 
 def gaussian_distance(embed: Callable[[np.ndarray], np.ndarray], normal_train: np.ndarray) -> Callable:
