@@ -306,9 +306,8 @@ def fit_part(model: CodeModel, subset: PreparedData, part: str) -> Callable[[np.
         return lambda x: normalized(pathway_differences(model, x))
     if part == "transformations":
         return model.transformation_nll  # type: ignore[attr-defined]
-    embed = {"mahalanobis": model.transform, "features": model.features}.get(part)
-    if part == "head_features":
-        embed = model.head_features  # type: ignore[attr-defined]
+    layers = {"mahalanobis": "transform", "features": "features", "head_features": "head_features"}
+    embed = getattr(model, layers.get(part, ""), None)
     if embed is None:
         raise ConfigError(f"evaluate.oneclass.score: unknown part {part!r}")
     return gaussian_distance(embed, subset.train.x)
