@@ -17,6 +17,8 @@ from aelab.config import Params, validate_params
 from aelab.data.prepared import PreparedData, Split
 from aelab.errors import ConfigError, DataError
 from aelab.evaluation import detector as oneclass
+from aelab.serving.bundle import read_bundle
+from aelab.serving.inference import AutoencoderInference
 from aelab.stages.prepare import prepare
 from tests.conftest import REPO
 from tests.table_data import COLUMNS, TABLE, write_measurements
@@ -114,6 +116,26 @@ def test_oneclass_model_threshold_and_test_metrics(table, tmp_path):
     assert cached.stat().st_mtime_ns == stamp and again.threshold < model.threshold
 
 
+def test_oneclass_model_with_the_combined_score(table, tmp_path):
+    params = table_params(table, oneclass={"normal": ["benign"], "max_epochs": 40, "score": "combined"}, **FAST)
+    data = prepare(params.data, params.seed, MLP)
+    model = oneclass.train_oneclass(params, data, root=tmp_path / "ckpt")
+    normal_val = data.val.x[data.val.y == 0]
+    # each part is over its median on the normal validation rows: there, half of each scaled part is below 1
+    parts = AutoencoderInference.of(model.module, oneclass=model.score).compute("score_parts", normal_val)
+    np.testing.assert_allclose(np.median(parts / model.score["medians"], axis=0), 1.0, rtol=1e-4)
+    codes = AutoencoderInference.of(model.module).compute("codes", data.train.x[data.train.y == 0])
+    np.testing.assert_allclose(model.score["code_location"], codes.mean(axis=0), rtol=1e-4, atol=1e-5)
+    assert model.metrics["auroc"] > 0.85 and model.metrics["score"] == "combined"
+    # the bundle scores as the threshold was chosen
+    oneclass.save_oneclass(params, model, data, tmp_path / "kept")
+    bundle = read_bundle(tmp_path / "kept")
+    kept = AutoencoderInference.of(bundle.module, oneclass=bundle.oneclass)
+    expected = oneclass.row_scores(model.module, normal_val, model.score)
+    np.testing.assert_array_equal(kept.compute("score", normal_val), expected)
+    assert (kept.compute("score", normal_val) > bundle.oneclass["threshold"]).mean() == pytest.approx(0.05, abs=0.02)
+
+
 def test_oneclass_refuses_what_it_cannot_train(table, tmp_path):
     data = prepare(table_params(table).data, 42, MLP)
     with pytest.raises(ConfigError, match=r"^oneclass.normal: name the normal label value\(s\), e.g. \[benign\]"):
@@ -129,7 +151,6 @@ def test_oneclass_refuses_what_it_cannot_train(table, tmp_path):
 
 def test_oneclass_command_keeps_a_bundle_with_its_threshold(table):
     from aelab import cli
-    from aelab.serving.bundle import read_bundle
 
     params = table_params(table)
     prepare(params.data, params.seed, MLP)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.covariance import LedoitWolf
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -165,6 +166,33 @@ def test_standardized_score_weights_each_feature(tmp_path, digits_x):
     write_bundle(tmp_path / "m", module, meta, {"threshold": 0.5, "score": "standardized", "weights": weights.tolist()})
     expected = per_sample_error(scaled, recon, weights)
     np.testing.assert_allclose(aelab.load(tmp_path / "m").score(digits_x), expected, rtol=1e-4)
+
+
+def test_combined_score_adds_the_code_distance(tmp_path, digits_x):
+    module, scaler = digits_bundle(tmp_path / "m", digits_x)
+    scaled = scaler.transform(digits_x)
+    with torch.no_grad():
+        recon, codes = module(torch.from_numpy(scaled)).numpy(), module.encode(torch.from_numpy(scaled)).numpy()
+    density = LedoitWolf().fit(codes[:1000].astype(np.float64))
+    error, distance = per_sample_error(scaled, recon), density.mahalanobis(codes.astype(np.float64))
+    medians = [float(np.median(error[1000:])), float(np.median(distance[1000:]))]
+    record = {
+        "threshold": 2.0,
+        "score": "combined",
+        "code_location": density.location_.tolist(),
+        "code_precision": density.precision_.tolist(),
+        "medians": medians,
+    }
+    write_bundle(tmp_path / "m", module, {"n_features": 64, "scaling": scaler.to_dict()}, record)
+    model = aelab.load(tmp_path / "m")
+    expected = error / medians[0] + distance / medians[1]
+    np.testing.assert_allclose(model.score(digits_x), expected, rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(model.predict(digits_x[:50]), (model.score(digits_x[:50]) > 2.0).astype(int))
+    # a record that cannot be scored is refused when the bundle is written, naming the key
+    with pytest.raises(CheckpointError, match=r"oneclass.json: the combined score needs `code_precision`, finite"):
+        write_bundle(tmp_path / "bad", module, {"n_features": 64}, {**record, "code_precision": [[1.0]]})
+    with pytest.raises(CheckpointError, match=r"oneclass.json: the combined score's `medians` must be positive$"):
+        write_bundle(tmp_path / "bad", module, {"n_features": 64}, {**record, "medians": [0.0, 1.0]})
 
 
 def test_works_inside_a_scikit_learn_pipeline(digits_model, digits_x):

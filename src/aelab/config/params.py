@@ -54,6 +54,11 @@ class OneClassModelConfig(Section):
     hidden_dims: list[PositiveInt] | None = None
     """Encoder widths of a fully connected variant; empty means `variants.<variant>.hidden_dims`."""
     max_epochs: PositiveInt = 30
+    score: Literal["mse", "standardized", "combined"] = "mse"
+    """mse: the mean squared reconstruction error; standardized: each feature's squared error over its mean on
+    the normal training rows (features the normal rows themselves reconstruct poorly count less); combined: the
+    mse plus the code's Mahalanobis distance from the normal training codes, each over its median on the normal
+    validation rows. The same scores as `evaluate.oneclass.score`, which compares them on every class."""
     false_positive_rate: Probability = 0.05
     """The threshold is the (1 - rate) quantile of the scores of the normal validation rows: about this share
     of normal rows is flagged."""

@@ -1,9 +1,11 @@
 """A one-class model you keep (`aelab oneclass`), with the threshold that turns its score into a decision.
 
 The variant `oneclass.variant` is trained on the training rows whose label is one of `oneclass.normal` (label
-values, strings included) and validated on the normal validation rows. Its score is a row's mean squared
-reconstruction error; the threshold is the (1 - `false_positive_rate`) quantile of the scores of the normal
-validation rows, so about that share of normal rows is flagged, chosen without ever seeing an anomaly. A row
+values, strings included) and validated on the normal validation rows. Its score (`oneclass.score`) is a row's
+mean squared reconstruction error, that error weighted per feature (`standardized`), or the error plus the code's
+Mahalanobis distance from the normal training codes (`combined`); `aelab.serving.inference.RowScore` computes
+each, here as in a kept bundle. The threshold is the (1 - `false_positive_rate`) quantile of the scores of the
+normal validation rows, so about that share of normal rows is flagged, chosen without ever seeing an anomaly. A row
 scoring above the threshold is an anomaly. The test split (normal and every other label) measures it: AUROC,
 and precision, recall and the false-positive rate at the threshold (anomaly = positive).
 
@@ -20,21 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from sklearn.covariance import LedoitWolf
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from aelab.config import Params, check_variants_fit_data
 from aelab.data.labels import label_codes, label_names_of
 from aelab.data.prepared import PreparedData
 from aelab.errors import ConfigError, DataError
-from aelab.evaluation.oneclass import normal_params, normal_subset, per_sample_error, quiet_lightning
+from aelab.evaluation.oneclass import error_weights, normal_params, normal_subset, quiet_lightning
 from aelab.models import load_model, save_model
 from aelab.models.base import AutoencoderModule
 from aelab.paths import MODEL_FILE, ONECLASS_MODEL_CHECKPOINTS
 from aelab.serving.bundle import write_bundle
+from aelab.serving.inference import AutoencoderInference
 from aelab.training.run import checkpoint_dir, fit_module
-
-SCORE = "mse"
 
 
 @dataclass
@@ -44,6 +45,8 @@ class OneClassModel:
     """The normal label values."""
     threshold: float
     """A row scoring above it is an anomaly."""
+    score: dict[str, Any]
+    """What `RowScore` computes the score with (`oneclass.json` without the threshold)."""
     metrics: dict[str, Any]
 
 
@@ -82,14 +85,33 @@ def fit_normal(params: Params, subset: PreparedData, root: Path = ONECLASS_MODEL
     return module
 
 
-def row_scores(module: AutoencoderModule, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """The anomaly score of each row: its mean squared reconstruction error (on the scaled values)."""
-    parts = []
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            rows = x[start : start + batch_size]
-            parts.append(per_sample_error(rows, module(torch.as_tensor(rows, dtype=torch.float32)).numpy()))
-    return np.concatenate(parts) if parts else np.empty(0)
+def row_scores(module: AutoencoderModule, x: np.ndarray, score: dict[str, Any] | None = None) -> np.ndarray:
+    """The anomaly score of each (scaled) row, computed as a kept bundle computes it (`RowScore`)."""
+    return AutoencoderInference.of(module, oneclass=score).compute("score", np.ascontiguousarray(x, np.float32))
+
+
+def fit_score(module: AutoencoderModule, subset: PreparedData, kind: str) -> dict[str, Any]:
+    """The score `kind` (`oneclass.score`) fitted on the normal rows: the `standardized` weights and the
+    `combined` code Gaussian (Ledoit-Wolf shrinkage) on the training rows, the `combined` medians on the
+    validation rows, which no part was fitted on."""
+    if kind == "mse":
+        return {"score": "mse"}
+    model = AutoencoderInference.of(module)
+    train = np.ascontiguousarray(subset.train.x, np.float32)
+    if kind == "standardized":
+        return {"score": kind, "weights": error_weights(train, model.compute("reconstruction", train)).tolist()}
+    density = LedoitWolf().fit(model.compute("codes", train).astype(np.float64))
+    score = {
+        "score": kind,
+        "code_location": density.location_.tolist(),
+        "code_precision": density.precision_.tolist(),
+        "medians": [1.0, 1.0],
+    }
+    parts = AutoencoderInference.of(module, oneclass=score).compute(
+        "score_parts", np.ascontiguousarray(subset.val.x, np.float32)
+    )
+    tiny = float(np.finfo(np.float32).tiny)
+    return {**score, "medians": [float(np.median(parts[:, 0])) + tiny, float(np.median(parts[:, 1])) + tiny]}
 
 
 def holdout_metrics(scores: np.ndarray, is_anomaly: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -118,10 +140,11 @@ def train_oneclass(params: Params, data: PreparedData, root: Path = ONECLASS_MOD
     codes, normal = normal_codes(params, data)
     subset = normal_subset(data, codes, "oneclass.normal")
     module = fit_normal(params, subset, root)
-    threshold = float(np.quantile(row_scores(module, subset.val.x), 1.0 - cfg.false_positive_rate))
-    metrics = holdout_metrics(row_scores(module, data.test.x), ~np.isin(data.test.y, codes), threshold)
-    metrics.update(normal=normal, variant=cfg.variant, n_train_normal=len(subset.train.x))
-    return OneClassModel(module, normal, threshold, metrics)
+    score = fit_score(module, subset, cfg.score)
+    threshold = float(np.quantile(row_scores(module, subset.val.x, score), 1.0 - cfg.false_positive_rate))
+    metrics = holdout_metrics(row_scores(module, data.test.x, score), ~np.isin(data.test.y, codes), threshold)
+    metrics.update(normal=normal, variant=cfg.variant, score=cfg.score, n_train_normal=len(subset.train.x))
+    return OneClassModel(module, normal, threshold, score, metrics)
 
 
 def save_oneclass(params: Params, model: OneClassModel, data: PreparedData, folder: Path) -> None:
@@ -129,7 +152,7 @@ def save_oneclass(params: Params, model: OneClassModel, data: PreparedData, fold
     oneclass = {
         "normal": model.normal,
         "threshold": model.threshold,
-        "score": SCORE,
+        **model.score,
         "target_fpr": params.oneclass.false_positive_rate,
     }
     write_bundle(folder, model.module, data.meta, oneclass=oneclass)

@@ -2,7 +2,7 @@
 
     <folder>/model.pt            weights + constructor arguments (`aelab.models.networks.save_model`; no pickle)
     <folder>/preprocessing.json  the scaling fitted by `prepare`, feature names, image shape, label names
-    <folder>/oneclass.json       (one-class models only) normal classes, score kind and decision threshold
+    <folder>/oneclass.json       (one-class models only) normal classes, score (`RowScore`) and decision threshold
     <folder>/bundle.json         format version, variant, name and the list of files above, written last
 
 A bundle is complete when `bundle.json` is: each file is written to a temporary name and renamed, and
@@ -28,7 +28,7 @@ FORMAT_VERSION = 1
 BUNDLE_FILE = "bundle.json"
 PREPROCESSING_FILE = "preprocessing.json"
 ONECLASS_FILE = "oneclass.json"
-SCORE_KINDS = ("mse", "standardized")
+SCORE_KINDS = ("mse", "standardized", "combined")
 
 
 @dataclass(frozen=True)
@@ -97,12 +97,20 @@ class Bundle:
     module: Autoencoder
     preprocessing: Preprocessing
     oneclass: dict[str, Any] | None
-    """normal (label values), threshold, score (mse | standardized, with per-feature weights), target_fpr."""
+    """normal (label values), threshold, score (mse | standardized with per-feature `weights` | combined with
+    `code_location`, `code_precision` and `medians`), target_fpr."""
     info: dict[str, Any]
     """The content of `bundle.json`."""
 
 
-def check_oneclass(state: dict[str, Any], n_features: int, source: Path) -> dict[str, Any]:
+def _finite_matrix(value: Any, shape: tuple[int, ...]) -> bool:
+    """`value` is nested lists of finite numbers of exactly `shape`."""
+    if not shape:
+        return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, list) and len(value) == shape[0] and all(_finite_matrix(v, shape[1:]) for v in value)
+
+
+def check_oneclass(state: dict[str, Any], n_features: int, source: Path, code_dim: int) -> dict[str, Any]:
     """A one-class record with its defaults filled in; anything unusable is a `CheckpointError` naming `source`."""
     state = {"score": "mse", "normal": None, "target_fpr": None, **state}
     threshold = state.get("threshold")
@@ -113,6 +121,15 @@ def check_oneclass(state: dict[str, Any], n_features: int, source: Path) -> dict
     weights = state.get("weights")
     if state["score"] == "standardized" and (not isinstance(weights, list) or len(weights) != n_features):
         raise CheckpointError(f"{source}: the standardized score needs `weights`, one per feature ({n_features})")
+    if state["score"] == "combined":
+        needs = {"code_location": (code_dim,), "code_precision": (code_dim, code_dim), "medians": (2,)}
+        for key, shape in needs.items():
+            if not _finite_matrix(state.get(key), shape):
+                raise CheckpointError(
+                    f"{source}: the combined score needs `{key}`, finite numbers of shape {list(shape)}"
+                )
+        if min(state["medians"]) <= 0:
+            raise CheckpointError(f"{source}: the combined score's `medians` must be positive")
     return state
 
 
@@ -137,7 +154,8 @@ def write_bundle(folder: Path, module: nn.Module, meta: dict[str, Any], oneclass
     _write_json(folder / PREPROCESSING_FILE, preprocessing.to_dict())
     files = [MODEL_FILE, PREPROCESSING_FILE]
     if oneclass is not None:
-        _write_json(folder / ONECLASS_FILE, check_oneclass(dict(oneclass), module.input_dim, folder / ONECLASS_FILE))
+        checked = check_oneclass(dict(oneclass), module.input_dim, folder / ONECLASS_FILE, module.code_dim)
+        _write_json(folder / ONECLASS_FILE, checked)
         files.append(ONECLASS_FILE)
     else:
         (folder / ONECLASS_FILE).unlink(missing_ok=True)  # a threshold of an earlier model must not linger
@@ -193,5 +211,6 @@ def read_bundle(folder: Path) -> Bundle:
         )
     oneclass = None
     if ONECLASS_FILE in files:
-        oneclass = check_oneclass(_read_json(folder / ONECLASS_FILE), module.input_dim, folder / ONECLASS_FILE)
+        record = _read_json(folder / ONECLASS_FILE)
+        oneclass = check_oneclass(record, module.input_dim, folder / ONECLASS_FILE, module.code_dim)
     return Bundle(module=module, preprocessing=preprocessing, oneclass=oneclass, info=info)

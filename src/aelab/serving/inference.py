@@ -59,6 +59,43 @@ class ScaledEncoder(nn.Module):
         return self.encoder(self.scaling(x))
 
 
+class RowScore(nn.Module):
+    """A row's anomaly score from its scaled values, its reconstruction and its code, as `oneclass.json` says.
+
+    mse: the mean squared reconstruction error; standardized: each feature's squared error weighted by `weights`;
+    combined: the mse plus the code's squared Mahalanobis distance from the normal training codes (`code_location`,
+    `code_precision`), each over its median on the normal validation rows (`medians`), as DAGMM reads a density of
+    the codes beside the reconstruction error.
+    """
+
+    def __init__(self, oneclass: dict[str, Any] | None) -> None:
+        super().__init__()
+        oneclass = oneclass or {"score": "mse"}
+        self.combined = oneclass["score"] == "combined"
+        weights = oneclass.get("weights") if oneclass["score"] == "standardized" else None
+        self.register_buffer("weights", None if weights is None else torch.tensor(weights, dtype=torch.float32))
+        if self.combined:
+            self.register_buffer("location", torch.tensor(oneclass["code_location"], dtype=torch.float32))
+            self.register_buffer("precision", torch.tensor(oneclass["code_precision"], dtype=torch.float32))
+            self.register_buffer("medians", torch.tensor(oneclass["medians"], dtype=torch.float32))
+
+    def parts(self, scaled: Tensor, reconstruction: Tensor, code: Tensor) -> Tensor:
+        """[rows, 2]: the (weighted) mean squared error and the code's squared Mahalanobis distance (0 unless
+        the score is combined)."""
+        squared = (reconstruction - scaled).square_()
+        if self.weights is not None:
+            squared.mul_(self.weights)
+        error = squared.mean(dim=1)
+        if not self.combined:
+            return torch.stack([error, torch.zeros_like(error)], dim=1)
+        centred = code - self.location
+        return torch.stack([error, ((centred @ self.precision) * centred).sum(dim=1)], dim=1)
+
+    def forward(self, scaled: Tensor, reconstruction: Tensor, code: Tensor) -> Tensor:
+        parts = self.parts(scaled, reconstruction, code)
+        return (parts / self.medians).sum(dim=1) if self.combined else parts[:, 0]
+
+
 class AutoencoderInference:
     """A saved model bundle: `transform` = encode, `inverse_transform` = decode; `fit` only loads the bundle.
 
@@ -73,6 +110,16 @@ class AutoencoderInference:
         self.batch_size = batch_size
 
     # ---- loading --------------------------------------------------------------------------------------------------
+    @classmethod
+    def of(
+        cls, module: Autoencoder, preprocessing: Preprocessing | None = None, oneclass: dict[str, Any] | None = None
+    ) -> AutoencoderInference:
+        """A model in memory, not a bundle (e.g. one-class scores before the bundle is written); scaled rows unless
+        `preprocessing` says otherwise."""
+        inference = cls()
+        inference._setup(module, preprocessing or Preprocessing.identity(module.input_dim), oneclass)
+        return inference
+
     def fit(self, X: Any = None, y: Any = None) -> AutoencoderInference:
         """Load the bundle (once): the model is trained already, so X is not used."""
         if not hasattr(self, "module_"):
@@ -98,8 +145,7 @@ class AutoencoderInference:
             self.feature_names_in_ = np.asarray(preprocessing.feature_names, dtype=object)
         self.scaling_ = InputScaling(preprocessing.scaler(), preprocessing.n_features).eval()
         self.encoder_ = ScaledEncoder(self.scaling_, module.encoder).eval()
-        weights = oneclass.get("weights") if oneclass and oneclass["score"] == "standardized" else None
-        self.score_weights_ = torch.tensor(weights, dtype=torch.float32) if weights is not None else None
+        self.row_score_ = RowScore(oneclass).eval()
 
     def _loaded(self) -> AutoencoderInference:
         return self if hasattr(self, "module_") else self.fit()
@@ -127,16 +173,16 @@ class AutoencoderInference:
         if output == "codes":
             return self.encoder_(x)
         scaled = self.scaling_(x)
-        recon = self.module_.decoder(self.module_.encoder(scaled)).sigmoid()
+        code = self.module_.encoder(scaled)
+        recon = self.module_.decoder(code).sigmoid()
         if output == "reconstruction":
             return self.scaling_.inverse(recon)
-        squared = (recon - scaled).square_()
-        if self.score_weights_ is not None:
-            squared.mul_(self.score_weights_)
-        return squared.mean(dim=1)
+        if output == "score_parts":
+            return self.row_score_.parts(scaled, recon, code)
+        return self.row_score_(scaled, recon, code)
 
     def compute(self, output: str, x: np.ndarray) -> np.ndarray:
-        """`output` (codes | reconstruction | score) of float32 rows [n, features] already checked to be finite."""
+        """`output` (codes | reconstruction | score | score_parts) of float32 rows [n, features], checked finite."""
         self._loaded()
         if not x.flags.writeable:  # torch refuses read-only memory (a memory-mapped .npy, a broadcast view)
             x = x.copy()
@@ -164,8 +210,8 @@ class AutoencoderInference:
     def score(self, X: Any, y: Any = None) -> np.ndarray:
         """Anomaly score per row: mean squared reconstruction error in the scaled space (higher: more unusual).
 
-        For a one-class model with the `standardized` score, each feature's squared error is weighted as it was
-        when the threshold was chosen.
+        A one-class model scores as its `oneclass.json` says (`RowScore`): with the `standardized` score each
+        feature's squared error is weighted, with `combined` the code's distance from the normal codes is added.
         """
         return self.compute("score", self._rows(X))
 
