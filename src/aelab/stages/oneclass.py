@@ -26,6 +26,6 @@ def main(params: Params, out: Path = ONECLASS_MODEL_DIR) -> None:
     shown = {k: "n/a" if m[k] is None else f"{m[k]:.4f}" for k in keys}
     Console(stderr=True).print(
         f"one-class {params.oneclass.variant} (normal: {', '.join(map(str, model.normal))}) -> {out}: "
-        f"threshold {model.threshold:.4g}; on test: AUROC {shown['auroc']}, precision {shown['precision']}, "
-        f"recall {shown['recall']}, false-positive rate {shown['false_positive_rate']}"
+        f"{params.oneclass.score} score, threshold {model.threshold:.4g}; on test: AUROC {shown['auroc']}, "
+        f"precision {shown['precision']}, recall {shown['recall']}, false-positive rate {shown['false_positive_rate']}"
     )
