@@ -17,6 +17,7 @@ from aelab.config import Params, validate_params
 from aelab.data.prepared import PreparedData, Split
 from aelab.errors import ConfigError, DataError
 from aelab.evaluation import detector as oneclass
+from aelab.evaluation.oneclass import error_weights
 from aelab.serving.bundle import read_bundle
 from aelab.serving.inference import AutoencoderInference
 from aelab.stages.prepare import prepare
@@ -134,6 +135,16 @@ def test_oneclass_model_with_the_combined_score(table, tmp_path):
     expected = oneclass.row_scores(model.module, normal_val, model.score)
     np.testing.assert_array_equal(kept.compute("score", normal_val), expected)
     assert (kept.compute("score", normal_val) > bundle.oneclass["threshold"]).mean() == pytest.approx(0.05, abs=0.02)
+    # another score re-scores the cached network: standardized weights each feature by its normal training error
+    (cached,) = (tmp_path / "ckpt").glob("*/model.pt")
+    stamp = cached.stat().st_mtime_ns
+    standardized = params.derive({"oneclass": {"score": "standardized"}}, "test")
+    again = oneclass.train_oneclass(standardized, data, root=tmp_path / "ckpt")
+    assert cached.stat().st_mtime_ns == stamp and again.score.keys() == {"score", "weights"}
+    normal_train = data.train.x[data.train.y == 0]
+    recon = AutoencoderInference.of(again.module).compute("reconstruction", normal_train)
+    np.testing.assert_allclose(again.score["weights"], error_weights(normal_train, recon), rtol=1e-6)
+    assert not np.allclose(again.threshold, model.threshold)
 
 
 def test_oneclass_refuses_what_it_cannot_train(table, tmp_path):

@@ -22,14 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from aelab.config import Params, check_variants_fit_data
 from aelab.data.labels import label_codes, label_names_of
 from aelab.data.prepared import PreparedData
 from aelab.errors import ConfigError, DataError
-from aelab.evaluation.oneclass import error_weights, normal_params, normal_subset, quiet_lightning
+from aelab.evaluation.oneclass import (
+    error_weights,
+    fit_gaussian,
+    normal_params,
+    normal_subset,
+    quiet_lightning,
+    usual_size,
+)
 from aelab.models import load_model, save_model
 from aelab.models.base import AutoencoderModule
 from aelab.paths import MODEL_FILE, ONECLASS_MODEL_CHECKPOINTS
@@ -90,28 +96,22 @@ def row_scores(module: AutoencoderModule, x: np.ndarray, score: dict[str, Any] |
     return AutoencoderInference.of(module, oneclass=score).compute("score", np.ascontiguousarray(x, np.float32))
 
 
-def fit_score(module: AutoencoderModule, subset: PreparedData, kind: str) -> dict[str, Any]:
-    """The score `kind` (`oneclass.score`) fitted on the normal rows: the `standardized` weights and the
-    `combined` code Gaussian (Ledoit-Wolf shrinkage) on the training rows, the `combined` medians on the
-    validation rows, which no part was fitted on."""
+def score_record(module: AutoencoderModule, subset: PreparedData, kind: str) -> dict[str, Any]:
+    """What `RowScore` needs for the score `kind` (`oneclass.score`), fitted on the normal rows: the `standardized`
+    weights and the `combined` code Gaussian on the training rows, the `combined` medians on the validation rows,
+    which no part was fitted on (as `evaluate.oneclass` fits the scores of the same names)."""
     if kind == "mse":
         return {"score": "mse"}
     model = AutoencoderInference.of(module)
     train = np.ascontiguousarray(subset.train.x, np.float32)
     if kind == "standardized":
         return {"score": kind, "weights": error_weights(train, model.compute("reconstruction", train)).tolist()}
-    density = LedoitWolf().fit(model.compute("codes", train).astype(np.float64))
-    score = {
-        "score": kind,
-        "code_location": density.location_.tolist(),
-        "code_precision": density.precision_.tolist(),
-        "medians": [1.0, 1.0],
-    }
-    parts = AutoencoderInference.of(module, oneclass=score).compute(
+    density = fit_gaussian(model.compute("codes", train))
+    record = {"score": kind, "code_location": density.location_.tolist(), "code_precision": density.precision_.tolist()}
+    parts = AutoencoderInference.of(module, oneclass={**record, "medians": [1.0, 1.0]}).compute(
         "score_parts", np.ascontiguousarray(subset.val.x, np.float32)
     )
-    tiny = float(np.finfo(np.float32).tiny)
-    return {**score, "medians": [float(np.median(parts[:, 0])) + tiny, float(np.median(parts[:, 1])) + tiny]}
+    return {**record, "medians": [usual_size(parts[:, 0]), usual_size(parts[:, 1])]}
 
 
 def holdout_metrics(scores: np.ndarray, is_anomaly: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def train_oneclass(params: Params, data: PreparedData, root: Path = ONECLASS_MOD
     codes, normal = normal_codes(params, data)
     subset = normal_subset(data, codes, "oneclass.normal")
     module = fit_normal(params, subset, root)
-    score = fit_score(module, subset, cfg.score)
+    score = score_record(module, subset, cfg.score)
     threshold = float(np.quantile(row_scores(module, subset.val.x, score), 1.0 - cfg.false_positive_rate))
     metrics = holdout_metrics(row_scores(module, data.test.x, score), ~np.isin(data.test.y, codes), threshold)
     metrics.update(normal=normal, variant=cfg.variant, score=cfg.score, n_train_normal=len(subset.train.x))

@@ -316,16 +316,26 @@ def fit_part(model: CodeModel, subset: PreparedData, part: str) -> Callable[[np.
 def gaussian_distance(embed: Callable[[np.ndarray], np.ndarray], normal_train: np.ndarray) -> Callable:
     """The squared Mahalanobis distance of `embed(x)` under a Gaussian fitted to the normal training rows'
     (Ledoit-Wolf shrinkage, so that a wide feature map with fewer rows than features still has an inverse)."""
-    density = LedoitWolf().fit(embed(normal_train).astype(np.float64))
+    density = fit_gaussian(embed(normal_train))
     return lambda x: density.mahalanobis(embed(x).astype(np.float64))
+
+
+def fit_gaussian(rows: np.ndarray) -> LedoitWolf:
+    """A Gaussian of normal rows (codes, features) with Ledoit-Wolf shrinkage: its covariance has an inverse even
+    with fewer rows than dimensions."""
+    return LedoitWolf().fit(rows.astype(np.float64))
 
 
 def scaled_sum(parts: list[Callable[[np.ndarray], np.ndarray]], normal_val: np.ndarray) -> Callable:
     """The parts added, each over its median on the normal validation rows: a part counts by how many times its
     usual size it is, and an unusually small part (a perfect reconstruction) cannot cancel an unusually large one."""
-    tiny = np.finfo(np.float64).tiny
-    scaled = [(f, np.median(f(normal_val)) + tiny) for f in parts]
+    scaled = [(f, usual_size(f(normal_val))) for f in parts]
     return lambda x: sum(f(x) / usual for f, usual in scaled)
+
+
+def usual_size(scores: np.ndarray) -> float:
+    """A score part's median on the normal validation rows, kept above zero so that it can divide."""
+    return float(np.median(scores)) + float(np.finfo(np.float32).tiny)
 
 
 def run_oneclass(params: Params, data: PreparedData, root: Path = ONECLASS_CHECKPOINTS) -> OneClassResult:

@@ -79,21 +79,23 @@ class RowScore(nn.Module):
             self.register_buffer("precision", torch.tensor(oneclass["code_precision"], dtype=torch.float32))
             self.register_buffer("medians", torch.tensor(oneclass["medians"], dtype=torch.float32))
 
-    def parts(self, scaled: Tensor, reconstruction: Tensor, code: Tensor) -> Tensor:
-        """[rows, 2]: the (weighted) mean squared error and the code's squared Mahalanobis distance (0 unless
-        the score is combined)."""
+    def error(self, scaled: Tensor, reconstruction: Tensor) -> Tensor:
+        """The (weighted) mean squared reconstruction error of each row."""
         squared = (reconstruction - scaled).square_()
         if self.weights is not None:
             squared.mul_(self.weights)
-        error = squared.mean(dim=1)
-        if not self.combined:
-            return torch.stack([error, torch.zeros_like(error)], dim=1)
+        return squared.mean(dim=1)
+
+    def distance(self, code: Tensor) -> Tensor:
+        """The code's squared Mahalanobis distance from the normal training codes (combined score only)."""
         centred = code - self.location
-        return torch.stack([error, ((centred @ self.precision) * centred).sum(dim=1)], dim=1)
+        return ((centred @ self.precision) * centred).sum(dim=1)
 
     def forward(self, scaled: Tensor, reconstruction: Tensor, code: Tensor) -> Tensor:
-        parts = self.parts(scaled, reconstruction, code)
-        return (parts / self.medians).sum(dim=1) if self.combined else parts[:, 0]
+        error = self.error(scaled, reconstruction)
+        if not self.combined:
+            return error
+        return error / self.medians[0] + self.distance(code) / self.medians[1]
 
 
 class AutoencoderInference:
@@ -177,8 +179,8 @@ class AutoencoderInference:
         recon = self.module_.decoder(code).sigmoid()
         if output == "reconstruction":
             return self.scaling_.inverse(recon)
-        if output == "score_parts":
-            return self.row_score_.parts(scaled, recon, code)
+        if output == "score_parts":  # the combined score's two parts, before each is divided by its median
+            return torch.stack([self.row_score_.error(scaled, recon), self.row_score_.distance(code)], dim=1)
         return self.row_score_(scaled, recon, code)
 
     def compute(self, output: str, x: np.ndarray) -> np.ndarray:
